@@ -1,0 +1,42 @@
+"""The `nimbus` command: one entry point, a subcommand per service."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from nimbus.config import ConfigError
+
+Main = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from registry import cli as registry_cli
+
+    parser = argparse.ArgumentParser(prog="nimbus", description="Nimbus container registry")
+    sub = parser.add_subparsers(dest="command", required=True)
+    commands: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Main]] = [
+        ("registry", "run the OCI registry", registry_cli.add_arguments, registry_cli.main),
+    ]
+    for name, help_text, add_arguments, main in commands:
+        p = sub.add_parser(name, help=help_text)
+        add_arguments(p)
+        p.set_defaults(main=main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.main(args)
+        return result
+    except ConfigError as error:
+        print(f"nimbus {args.command}: configuration error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""`/v2/<name>/blobs/<digest>`: HEAD, GET (with a single Range, by sendfile) and DELETE."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from registry.api.ranges import parse_range
+from registry.api.request import context, repository_name
+from registry.api.state import services
+from registry.mediatypes import OCTET_STREAM
+from registry.reference import Digest
+
+
+def _headers(digest: Digest, size: int) -> dict[str, str]:
+    return {
+        "Docker-Content-Digest": str(digest),
+        "Content-Type": OCTET_STREAM,
+        "Accept-Ranges": "bytes",
+        "ETag": f'"{digest}"',
+        "Cache-Control": "max-age=31536000",
+        "Content-Length": str(size),
+    }
+
+
+async def head_blob(request: web.Request) -> web.Response:
+    name = repository_name(request)
+    digest = Digest.parse(request.match_info["digest"])
+    info = await services(request).blobs.stat(name, digest)
+    return web.Response(status=200, headers=_headers(digest, info.size))
+
+
+async def get_blob(request: web.Request) -> web.StreamResponse:
+    name = repository_name(request)
+    digest = Digest.parse(request.match_info["digest"])
+    blobs = services(request).blobs
+    info = await blobs.stat(name, digest)
+    headers = _headers(digest, info.size)
+    range_header = request.headers.get("Range")
+    first, last = 0, info.size - 1
+    if range_header and info.size > 0:
+        first, last = parse_range(range_header, info.size)
+    if info.local_path is not None:
+        # aiohttp's FileResponse honours the (already validated) Range and uses sendfile.
+        del headers["Content-Length"], headers["ETag"]
+        return web.FileResponse(info.local_path, headers=headers)
+    status = 200
+    if range_header and info.size > 0:
+        status = 206
+        headers["Content-Range"] = f"bytes {first}-{last}/{info.size}"
+        headers["Content-Length"] = str(last - first + 1)
+    response = web.StreamResponse(status=status, headers=headers)
+    await response.prepare(request)
+    async for chunk in blobs.read(digest, first, last - first + 1):
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+async def delete_blob(request: web.Request) -> web.Response:
+    name = repository_name(request)
+    digest = Digest.parse(request.match_info["digest"])
+    await services(request).blobs.delete(name, digest, context(request))
+    return web.Response(status=202, headers={"Docker-Content-Digest": str(digest)})

@@ -1,0 +1,88 @@
+"""Edge concerns: request ids, OCI errors rendered once, metrics and the access log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from registry.api.request import REQUEST_ID_KEY
+from registry.api.state import METRICS
+from registry.errors import ErrorCode, OCIError
+from registry.storage.driver import PathNotFoundError
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = logging.getLogger("nimbus.registry")
+REQUEST_ID_HEADER = "X-Request-Id"
+API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
+
+
+def error_response(error: OCIError, request_id: str) -> web.Response:
+    headers = {**API_VERSION, REQUEST_ID_HEADER: request_id, **(error.headers or {})}
+    return web.Response(
+        status=error.status,
+        body=json.dumps(error.to_json()).encode(),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+@web.middleware
+async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+    request[REQUEST_ID_KEY] = request_id
+    started = time.perf_counter()
+    route = request.match_info.route.name or "unmatched"
+    try:
+        response = await handler(request)
+    except OCIError as error:
+        response = error_response(error, request_id)
+    except PathNotFoundError as error:
+        # A race with a concurrent delete: the object went away between two reads.
+        response = error_response(OCIError(ErrorCode.NAME_UNKNOWN, str(error)), request_id)
+    except web.HTTPException as exc:
+        if exc.status == 404 and route == "unmatched":
+            response = error_response(OCIError(ErrorCode.NAME_UNKNOWN, "no such route"), request_id)
+        elif exc.status == 405:
+            response = error_response(
+                OCIError(ErrorCode.UNSUPPORTED, f"{request.method} is not allowed here"),
+                request_id,
+            )
+        else:
+            raise
+    if not response.prepared:
+        response.headers.setdefault(REQUEST_ID_HEADER, request_id)
+        response.headers.setdefault("Docker-Distribution-API-Version", "registry/2.0")
+    metrics = request.app[METRICS]
+    elapsed = time.perf_counter() - started
+    metrics.requests.labels(route, request.method, str(response.status)).inc()
+    metrics.latency.labels(route, request.method).observe(elapsed)
+    if request.content_length:
+        metrics.bytes_in.inc(request.content_length)
+    if response.content_length:
+        metrics.bytes_out.inc(response.content_length)
+    return response
+
+
+class JSONAccessLogger(AbstractAccessLogger):
+    """aiohttp access logger writing one JSON object a line, with the request id."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, elapsed: float) -> None:
+        self.logger.info(
+            "request",
+            extra={
+                "request_id": request.get(REQUEST_ID_KEY, ""),
+                "remote": request.remote,
+                "method": request.method,
+                "path": request.path,
+                "status": response.status,
+                "bytes_out": response.body_length,
+                "duration_ms": round(elapsed * 1000, 3),
+                "useragent": request.headers.get("User-Agent", ""),
+            },
+        )

@@ -1,0 +1,76 @@
+"""Reading the parts of an HTTP request that handlers share."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from registry.context import RequestContext
+from registry.errors import ErrorCode, OCIError
+from registry.reference import validate_name
+
+REQUEST_ID_KEY = "nimbus.request_id"
+ACTOR_KEY = "nimbus.actor"
+ORIGIN_SITE_HEADER = "Nimbus-Origin-Site"
+
+
+def repository_name(request: web.Request) -> str:
+    return validate_name(request.match_info["name"])
+
+
+def context(request: web.Request) -> RequestContext:
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    addr = f"{peer[0]}:{peer[1]}" if peer else (request.remote or "")
+    return RequestContext(
+        request_id=request.get(REQUEST_ID_KEY, ""),
+        addr=addr,
+        host=request.host,
+        method=request.method,
+        useragent=request.headers.get("User-Agent", ""),
+        actor=request.get(ACTOR_KEY, ""),
+        origin_site=request.headers.get(ORIGIN_SITE_HEADER, ""),
+    )
+
+
+def content_length(request: web.Request) -> int | None:
+    raw = request.headers.get("Content-Length")
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise OCIError(ErrorCode.SIZE_INVALID, "Content-Length is not a number") from None
+    if value < 0:
+        raise OCIError(ErrorCode.SIZE_INVALID, "Content-Length is negative")
+    return value
+
+
+def has_body(request: web.Request) -> bool:
+    length = request.headers.get("Content-Length")
+    if length is not None:
+        return length.strip() != "0"
+    return "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+
+
+async def body_stream(request: web.Request) -> AsyncIterator[bytes]:
+    async for chunk in request.content.iter_any():
+        yield chunk
+
+
+async def read_limited(request: web.Request, limit: int) -> bytes:
+    """Read a small body whole, refusing it once it passes ``limit`` bytes."""
+    length = content_length(request)
+    if length is not None and length > limit:
+        raise OCIError(ErrorCode.PAYLOAD_TOO_LARGE, f"body exceeds {limit} bytes")
+    data = bytearray()
+    async for chunk in request.content.iter_any():
+        data += chunk
+        if len(data) > limit:
+            raise OCIError(ErrorCode.PAYLOAD_TOO_LARGE, f"body exceeds {limit} bytes")
+    return bytes(data)
+
+
+def query_value(request: web.Request, key: str) -> str | None:
+    value = request.query.get(key)
+    return value if value else None

@@ -1,0 +1,20 @@
+"""Who asked for a change: carried from the HTTP edge into services and their events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    request_id: str = ""
+    addr: str = ""
+    host: str = ""
+    method: str = ""
+    useragent: str = ""
+    actor: str = ""
+    # Site where the write first happened; set on replicated writes so sites never ping-pong.
+    origin_site: str = ""
+
+
+INTERNAL = RequestContext(request_id="internal", method="INTERNAL")

@@ -1,0 +1,41 @@
+"""Prometheus metrics of the registry, one registry object per application."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class RegistryMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "nimbus_http_requests_total",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "nimbus_http_request_duration_seconds",
+            "HTTP request latency by route",
+            ["route", "method"],
+            registry=self.registry,
+        )
+        self.bytes_in = Counter(
+            "nimbus_http_bytes_received_total",
+            "Request body bytes received",
+            registry=self.registry,
+        )
+        self.bytes_out = Counter(
+            "nimbus_http_bytes_sent_total", "Response body bytes sent", registry=self.registry
+        )
+        self.upload_duration = Histogram(
+            "nimbus_blob_upload_duration_seconds",
+            "Time from the first to the last byte of a completed blob upload",
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

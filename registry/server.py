@@ -1,0 +1,82 @@
+"""Running the registry: one process, or several sharing the port (SO_REUSEPORT)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+
+from aiohttp import web
+
+from nimbus import logs
+from registry.api.middleware import JSONAccessLogger
+from registry.app import create_app
+from registry.config import RegistryConfig
+
+log = logging.getLogger("nimbus.registry")
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def serve(config: RegistryConfig, reuse_port: bool = False) -> None:
+    app = create_app(config)
+    runner = web.AppRunner(
+        app,
+        access_log_class=JSONAccessLogger,
+        access_log=logging.getLogger("nimbus.access") if config.access_log else None,
+        handle_signals=False,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, reuse_port=reuse_port, backlog=1024)
+    await site.start()
+    log.info(
+        "registry listening",
+        extra={"listen": config.listen, "pid": os.getpid(), "data_dir": config.data_dir},
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("registry stopping", extra={"pid": os.getpid()})
+        await runner.cleanup()
+
+
+def _worker(config: RegistryConfig) -> None:
+    logs.setup(config.log_level)
+    _install_uvloop()
+    asyncio.run(serve(config, reuse_port=True))
+
+
+def run(config: RegistryConfig) -> None:
+    logs.setup(config.log_level)
+    if config.workers == 1:
+        _install_uvloop()
+        asyncio.run(serve(config))
+        return
+    ctx = multiprocessing.get_context("spawn")
+    workers = [
+        ctx.Process(target=_worker, args=(config,), daemon=True) for _ in range(config.workers)
+    ]
+    for w in workers:
+        w.start()
+
+    def forward(signum: int, frame: object) -> None:
+        for w in workers:
+            if w.pid:
+                os.kill(w.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for w in workers:
+        w.join()

@@ -1,0 +1,367 @@
+"""Manifests and tags: validation, storage, content negotiation and the referrers index."""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from registry import mediatypes as mt
+from registry.context import RequestContext
+from registry.errors import ErrorCode, OCIError
+from registry.events.sink import Action, EventSink, NullSink, RegistryEvent
+from registry.reference import Digest, is_digest, validate_tag
+from registry.services.blobs import BlobService
+from registry.storage import paths
+from registry.storage.driver import PathNotFoundError, StorageDriver
+
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+CACHE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    digest: Digest
+    media_type: str
+    data: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    digest: Digest
+    subject: Digest | None
+
+
+@dataclass(frozen=True, slots=True)
+class Descriptor:
+    media_type: str
+    digest: Digest
+    size: int
+
+    @classmethod
+    def parse(cls, raw: Any, where: str) -> Descriptor:
+        if not isinstance(raw, dict):
+            raise OCIError(ErrorCode.MANIFEST_INVALID, f"{where} is not a descriptor")
+        media_type, digest, size = raw.get("mediaType"), raw.get("digest"), raw.get("size")
+        if not isinstance(media_type, str) or not media_type:
+            raise OCIError(ErrorCode.MANIFEST_INVALID, f"{where}.mediaType is missing")
+        if not isinstance(digest, str):
+            raise OCIError(ErrorCode.MANIFEST_INVALID, f"{where}.digest is missing")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise OCIError(ErrorCode.MANIFEST_INVALID, f"{where}.size is not a size")
+        try:
+            parsed = Digest.parse(digest)
+        except OCIError:
+            raise OCIError(ErrorCode.MANIFEST_INVALID, f"{where}.digest is invalid") from None
+        return cls(media_type, parsed, size)
+
+
+class _ContentCache:
+    """Manifests by digest; content-addressed, so entries never go stale."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._items: OrderedDict[str, Manifest] = OrderedDict()
+        self._bytes = 0
+        self._max = max_bytes
+
+    def get(self, key: str) -> Manifest | None:
+        item = self._items.get(key)
+        if item is not None:
+            self._items.move_to_end(key)
+        return item
+
+    def put(self, item: Manifest) -> None:
+        key = str(item.digest)
+        if key in self._items or item.size > self._max // 16:
+            return
+        self._items[key] = item
+        self._bytes += item.size
+        while self._bytes > self._max:
+            _, old = self._items.popitem(last=False)
+            self._bytes -= old.size
+
+
+def _media_type(content_type: str, doc: dict[str, Any]) -> str:
+    declared = doc.get("mediaType")
+    header = content_type.split(";", 1)[0].strip().lower()
+    if declared is not None and not isinstance(declared, str):
+        raise OCIError(ErrorCode.MANIFEST_INVALID, "mediaType is not a string")
+    if header in mt.SCHEMA1 or declared in mt.SCHEMA1 or doc.get("schemaVersion") == 1:
+        raise OCIError(ErrorCode.MANIFEST_INVALID, "schema1 manifests are not supported")
+    if declared and header in mt.MANIFESTS and declared != header:
+        raise OCIError(
+            ErrorCode.MANIFEST_INVALID,
+            f"Content-Type {header} does not match the manifest's mediaType {declared}",
+        )
+    media_type = declared or (header if header in mt.MANIFESTS else "")
+    if not media_type:
+        # OCI manifests may omit mediaType; tell them apart by shape.
+        media_type = mt.OCI_INDEX if "manifests" in doc else mt.OCI_MANIFEST
+    if media_type not in mt.MANIFESTS:
+        raise OCIError(ErrorCode.MANIFEST_INVALID, f"unsupported manifest media type {media_type}")
+    return media_type
+
+
+def artifact_type_of(doc: dict[str, Any]) -> str:
+    value = doc.get("artifactType")
+    if isinstance(value, str) and value:
+        return value
+    config = doc.get("config")
+    if isinstance(config, dict) and isinstance(config.get("mediaType"), str):
+        return str(config["mediaType"])
+    return ""
+
+
+def accepts(accept: list[str], media_type: str) -> bool:
+    if not accept:
+        return True
+    for item in accept:
+        value = item.split(";", 1)[0].strip().lower()
+        if value in ("*/*", "application/*", media_type):
+            return True
+    return False
+
+
+class ManifestService:
+    def __init__(
+        self,
+        driver: StorageDriver,
+        blobs: BlobService,
+        events: EventSink | None = None,
+        emit_pulls: bool = False,
+    ) -> None:
+        self.driver = driver
+        self.blobs = blobs
+        self.events: EventSink = events or NullSink()
+        self.emit_pulls = emit_pulls
+        self._cache = _ContentCache(CACHE_BYTES)
+
+    # -- reading ------------------------------------------------------------------------
+
+    async def resolve(self, name: str, reference: str) -> Digest:
+        """The digest a tag points to, or the digest itself once known to the repository."""
+        if is_digest(reference):
+            digest = Digest.parse(reference)
+            if await self.driver.stat(paths.revision_link(name, digest)) is None:
+                raise OCIError(ErrorCode.MANIFEST_UNKNOWN, detail={"reference": reference})
+            return digest
+        validate_tag(reference)
+        try:
+            raw = await self.driver.get_content(paths.tag_link(name, reference))
+        except PathNotFoundError:
+            raise OCIError(ErrorCode.MANIFEST_UNKNOWN, detail={"tag": reference}) from None
+        return Digest.parse(raw.decode().strip())
+
+    async def load(self, digest: Digest) -> Manifest:
+        cached = self._cache.get(str(digest))
+        if cached is not None:
+            return cached
+        try:
+            data = await self.driver.get_content(paths.blob_data(digest))
+        except PathNotFoundError:
+            raise OCIError(ErrorCode.MANIFEST_UNKNOWN, detail={"digest": str(digest)}) from None
+        doc = json.loads(data)
+        manifest = Manifest(digest, _media_type("", doc), data)
+        self._cache.put(manifest)
+        return manifest
+
+    async def get(
+        self,
+        name: str,
+        reference: str,
+        accept: list[str],
+        ctx: RequestContext,
+        count_pull: bool = True,
+    ) -> Manifest:
+        manifest = await self.load(await self.resolve(name, reference))
+        if not accepts(accept, manifest.media_type):
+            raise OCIError(
+                ErrorCode.MANIFEST_UNKNOWN,
+                f"manifest is {manifest.media_type}, which the Accept header does not allow",
+                detail={"reference": reference},
+            )
+        if count_pull and self.emit_pulls:
+            await self.events.emit(
+                RegistryEvent(
+                    Action.PULL,
+                    name,
+                    str(manifest.digest),
+                    manifest.media_type,
+                    manifest.size,
+                    tag="" if is_digest(reference) else reference,
+                    context=ctx,
+                )
+            )
+        return manifest
+
+    # -- writing ------------------------------------------------------------------------
+
+    async def put(
+        self, name: str, reference: str, data: bytes, content_type: str, ctx: RequestContext
+    ) -> PutResult:
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise OCIError(ErrorCode.PAYLOAD_TOO_LARGE, "manifest exceeds 4 MiB")
+        tag = ""
+        if is_digest(reference):
+            expected = Digest.parse(reference)
+            digest = Digest.of(data, expected.algorithm)
+            if digest != expected:
+                raise OCIError(
+                    ErrorCode.DIGEST_INVALID,
+                    "manifest digest does not match the reference",
+                    detail={"reference": reference, "actual": str(digest)},
+                )
+        else:
+            tag = validate_tag(reference)
+            digest = Digest.of(data)
+        try:
+            doc = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            raise OCIError(ErrorCode.MANIFEST_INVALID, "manifest is not valid JSON") from None
+        if not isinstance(doc, dict):
+            raise OCIError(ErrorCode.MANIFEST_INVALID, "manifest is not a JSON object")
+        media_type = _media_type(content_type, doc)
+        if doc.get("schemaVersion") != 2:
+            raise OCIError(ErrorCode.MANIFEST_INVALID, "schemaVersion must be 2")
+        subject = await self._verify_references(name, media_type, doc)
+
+        await self.driver.put_content(paths.blob_data(digest), data)
+        await self.driver.put_content(paths.revision_link(name, digest), str(digest).encode())
+        if subject is not None:
+            await self._record_referrer(name, subject, digest, media_type, doc, len(data))
+        # The tag last: a reader never sees a tag whose manifest is not stored.
+        if tag:
+            await self.driver.put_content(paths.tag_link(name, tag), str(digest).encode())
+        manifest = Manifest(digest, media_type, data)
+        self._cache.put(manifest)
+        await self.events.emit(
+            RegistryEvent(
+                Action.PUSH, name, str(digest), media_type, len(data), tag=tag, context=ctx
+            )
+        )
+        return PutResult(digest, subject)
+
+    async def _verify_references(
+        self, name: str, media_type: str, doc: dict[str, Any]
+    ) -> Digest | None:
+        missing: list[str] = []
+        if media_type in mt.IMAGE_MANIFESTS:
+            config = Descriptor.parse(doc.get("config"), "config")
+            layers_raw = doc.get("layers", [])
+            if not isinstance(layers_raw, list):
+                raise OCIError(ErrorCode.MANIFEST_INVALID, "layers is not a list")
+            layers = [Descriptor.parse(d, f"layers[{i}]") for i, d in enumerate(layers_raw)]
+            for desc in [config, *layers]:
+                if desc.media_type.startswith(mt.NON_DISTRIBUTABLE_PREFIXES):
+                    continue
+                if not await self.blobs.exists_in(name, desc.digest):
+                    missing.append(str(desc.digest))
+        else:
+            children_raw = doc.get("manifests")
+            if not isinstance(children_raw, list):
+                raise OCIError(ErrorCode.MANIFEST_INVALID, "manifests is not a list")
+            for i, raw in enumerate(children_raw):
+                child = Descriptor.parse(raw, f"manifests[{i}]")
+                if await self.driver.stat(paths.revision_link(name, child.digest)) is None:
+                    missing.append(str(child.digest))
+        if missing:
+            raise OCIError(
+                ErrorCode.MANIFEST_BLOB_UNKNOWN,
+                "manifest references content this repository does not have",
+                detail={"missing": missing},
+            )
+        if "subject" in doc:
+            return Descriptor.parse(doc["subject"], "subject").digest
+        return None
+
+    async def _record_referrer(
+        self,
+        name: str,
+        subject: Digest,
+        digest: Digest,
+        media_type: str,
+        doc: dict[str, Any],
+        size: int,
+    ) -> None:
+        descriptor: dict[str, Any] = {"mediaType": media_type, "digest": str(digest), "size": size}
+        artifact_type = artifact_type_of(doc)
+        if artifact_type:
+            descriptor["artifactType"] = artifact_type
+        if isinstance(doc.get("annotations"), dict) and doc["annotations"]:
+            descriptor["annotations"] = doc["annotations"]
+        await self.driver.put_content(
+            paths.referrer_entry(name, subject, digest), json.dumps(descriptor).encode()
+        )
+
+    # -- deleting -----------------------------------------------------------------------
+
+    async def delete(self, name: str, reference: str, ctx: RequestContext) -> None:
+        if not is_digest(reference):
+            await self._delete_tag(name, validate_tag(reference), ctx)
+            return
+        digest = Digest.parse(reference)
+        manifest = await self.get(name, reference, [], ctx, count_pull=False)
+        for tag in await self.tags_of(name, digest):
+            await self.driver.delete(paths.tag_dir(name, tag))
+        await self.driver.delete(paths.revision_link(name, digest).rsplit("/", 1)[0])
+        doc = json.loads(manifest.data)
+        if isinstance(doc.get("subject"), dict):
+            try:
+                subject = Descriptor.parse(doc["subject"], "subject").digest
+                await self.driver.delete(paths.referrer_entry(name, subject, digest))
+            except (OCIError, PathNotFoundError):
+                pass
+        await self.events.emit(
+            RegistryEvent(
+                Action.DELETE, name, str(digest), manifest.media_type, manifest.size, context=ctx
+            )
+        )
+
+    async def _delete_tag(self, name: str, tag: str, ctx: RequestContext) -> None:
+        digest = await self.resolve(name, tag)
+        try:
+            await self.driver.delete(paths.tag_dir(name, tag))
+        except PathNotFoundError:
+            raise OCIError(ErrorCode.MANIFEST_UNKNOWN, detail={"tag": tag}) from None
+        media_type, size = "", 0
+        try:
+            manifest = await self.load(digest)
+            media_type, size = manifest.media_type, manifest.size
+        except OCIError:
+            pass
+        await self.events.emit(
+            RegistryEvent(Action.DELETE, name, str(digest), media_type, size, tag=tag, context=ctx)
+        )
+
+    async def tags_of(self, name: str, digest: Digest) -> list[str]:
+        found = []
+        for tag in await self.driver.list(paths.tags_root(name)):
+            try:
+                raw = await self.driver.get_content(paths.tag_link(name, tag))
+            except PathNotFoundError:
+                continue
+            if raw.decode().strip() == str(digest):
+                found.append(tag)
+        return found
+
+    # -- referrers ----------------------------------------------------------------------
+
+    async def referrers(
+        self, name: str, subject: Digest, artifact_type: str | None
+    ) -> list[dict[str, Any]]:
+        directory = paths.referrers_dir(name, subject)
+        result = []
+        for entry in sorted(await self.driver.list(directory)):
+            try:
+                descriptor = json.loads(await self.driver.get_content(f"{directory}/{entry}"))
+            except (PathNotFoundError, ValueError):
+                continue
+            if artifact_type and descriptor.get("artifactType") != artifact_type:
+                continue
+            result.append(descriptor)
+        return result

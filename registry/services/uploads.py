@@ -1,0 +1,255 @@
+"""Upload sessions: chunked, resumable across restarts, verified against their digest."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from registry.context import RequestContext
+from registry.errors import ErrorCode, OCIError
+from registry.events.sink import Action, EventSink, NullSink, RegistryEvent
+from registry.mediatypes import OCTET_STREAM
+from registry.reference import Digest
+from registry.services.blobs import BlobInfo, BlobService
+from registry.storage import paths
+from registry.storage.driver import FileWriter, PathNotFoundError, StorageDriver
+
+# Writes and hashing go to threads in batches this large: few hops, bounded memory.
+WRITE_BATCH = 1 << 20
+MAX_CACHED_HASHERS = 1024
+UUID_HEX_LENGTH = 32
+
+
+@dataclass(frozen=True, slots=True)
+class UploadStatus:
+    name: str
+    upload_id: str
+    size: int
+
+
+@dataclass(slots=True)
+class _HashState:
+    algorithm: str
+    hasher: Any
+    offset: int
+
+
+class UploadService:
+    def __init__(
+        self,
+        driver: StorageDriver,
+        blobs: BlobService,
+        events: EventSink | None = None,
+        emit_blob_events: bool = True,
+    ) -> None:
+        self.driver = driver
+        self.blobs = blobs
+        self.events: EventSink = events or NullSink()
+        self.emit_blob_events = emit_blob_events
+        # Running sha256 of each session's data, so completion need not re-read it. Another
+        # process (or a restart) loses it, and completion then hashes the file from disk.
+        self._hashes: OrderedDict[str, _HashState] = OrderedDict()
+        self.on_complete: Callable[[float], None] | None = None
+
+    @staticmethod
+    def _check_id(upload_id: str) -> None:
+        if len(upload_id) != UUID_HEX_LENGTH or not all(c in "0123456789abcdef" for c in upload_id):
+            raise OCIError(ErrorCode.BLOB_UPLOAD_UNKNOWN, detail={"uuid": upload_id})
+
+    async def start(self, name: str) -> UploadStatus:
+        upload_id = uuid.uuid4().hex
+        await self.driver.put_content(
+            paths.upload_started(name, upload_id), f"{time.time():.6f}".encode()
+        )
+        self._remember(upload_id, _HashState("sha256", hashlib.sha256(), 0))
+        return UploadStatus(name, upload_id, 0)
+
+    async def status(self, name: str, upload_id: str) -> UploadStatus:
+        self._check_id(upload_id)
+        if await self.driver.stat(paths.upload_started(name, upload_id)) is None:
+            raise OCIError(ErrorCode.BLOB_UPLOAD_UNKNOWN, detail={"uuid": upload_id})
+        data = await self.driver.stat(paths.upload_data(name, upload_id))
+        return UploadStatus(name, upload_id, data.size if data else 0)
+
+    async def started_at(self, name: str, upload_id: str) -> float:
+        raw = await self.driver.get_content(paths.upload_started(name, upload_id))
+        return float(raw.decode())
+
+    async def append(
+        self,
+        name: str,
+        upload_id: str,
+        body: AsyncIterator[bytes],
+        content_range: tuple[int, int] | None = None,
+        content_length: int | None = None,
+    ) -> UploadStatus:
+        """Append one chunk. A chunk that fails half-way is cut off again: all or nothing."""
+        await self.status(name, upload_id)
+        writer = await self.driver.writer(paths.upload_data(name, upload_id), append=True)
+        try:
+            start = writer.size
+            if content_range is not None:
+                first, last = content_range
+                if first != start or last < first:
+                    raise OCIError(
+                        ErrorCode.RANGE_INVALID,
+                        f"chunk starts at {first}, upload is at {start}",
+                        detail={"offset": start},
+                    )
+                if content_length is not None and last - first + 1 != content_length:
+                    raise OCIError(
+                        ErrorCode.SIZE_INVALID, "Content-Range and Content-Length disagree"
+                    )
+            await self._write(upload_id, writer, body, start, content_length)
+            size = writer.size
+        finally:
+            await writer.close()
+        return UploadStatus(name, upload_id, size)
+
+    async def _write(
+        self,
+        upload_id: str,
+        writer: FileWriter,
+        body: AsyncIterator[bytes],
+        start: int,
+        content_length: int | None,
+    ) -> None:
+        state = self._hashes.get(upload_id)
+        if state is not None and state.offset != start:
+            self._hashes.pop(upload_id, None)
+            state = None
+        try:
+            async for batch in _batches(body, WRITE_BATCH):
+                if state is not None:
+                    # Hash and write in two threads at once: both release the GIL.
+                    await asyncio.gather(
+                        asyncio.to_thread(state.hasher.update, batch), writer.write(batch)
+                    )
+                    state.offset += len(batch)
+                else:
+                    await writer.write(batch)
+            written = writer.size - start
+            if content_length is not None and written != content_length:
+                raise OCIError(
+                    ErrorCode.SIZE_INVALID,
+                    f"received {written} bytes, Content-Length said {content_length}",
+                )
+        except BaseException:
+            await writer.truncate(start)
+            self._hashes.pop(upload_id, None)
+            raise
+
+    async def complete(
+        self,
+        name: str,
+        upload_id: str,
+        digest: Digest,
+        body: AsyncIterator[bytes] | None,
+        ctx: RequestContext,
+        content_length: int | None = None,
+    ) -> BlobInfo:
+        started = time.monotonic()
+        status = await self.status(name, upload_id)
+        if body is not None:
+            status = await self.append(name, upload_id, body, None, content_length)
+        data_path = paths.upload_data(name, upload_id)
+        if await self.driver.stat(data_path) is None:
+            await self.driver.put_content(data_path, b"")
+        actual = await self._digest_of(name, upload_id, digest.algorithm, status.size)
+        if actual != digest.hex:
+            await self.cancel(name, upload_id)
+            raise OCIError(
+                ErrorCode.DIGEST_INVALID,
+                "provided digest did not match uploaded content",
+                detail={"digest": str(digest), "actual": f"{digest.algorithm}:{actual}"},
+            )
+        writer = await self.driver.writer(data_path, append=True)
+        await writer.commit()
+        blob_path = paths.blob_data(digest)
+        if await self.driver.stat(blob_path) is None:
+            await self.driver.move(data_path, blob_path)
+        await self.blobs.link(name, digest)
+        await self._forget(name, upload_id)
+        if self.on_complete is not None:
+            self.on_complete(time.monotonic() - started)
+        info = await self.blobs.stat(name, digest)
+        if self.emit_blob_events:
+            await self.events.emit(
+                RegistryEvent(
+                    Action.PUSH,
+                    name,
+                    str(digest),
+                    OCTET_STREAM,
+                    info.size,
+                    is_blob=True,
+                    context=ctx,
+                )
+            )
+        return info
+
+    async def monolithic(
+        self,
+        name: str,
+        digest: Digest,
+        body: AsyncIterator[bytes],
+        content_length: int | None,
+        ctx: RequestContext,
+    ) -> BlobInfo:
+        status = await self.start(name)
+        try:
+            return await self.complete(
+                name,
+                upload_id=status.upload_id,
+                digest=digest,
+                body=body,
+                ctx=ctx,
+                content_length=content_length,
+            )
+        except BaseException:
+            await self._forget(name, status.upload_id)
+            raise
+
+    async def cancel(self, name: str, upload_id: str) -> None:
+        await self.status(name, upload_id)
+        await self._forget(name, upload_id)
+
+    async def _forget(self, name: str, upload_id: str) -> None:
+        self._hashes.pop(upload_id, None)
+        try:
+            await self.driver.delete(paths.upload_dir(name, upload_id))
+        except PathNotFoundError:
+            pass
+
+    async def _digest_of(self, name: str, upload_id: str, algorithm: str, size: int) -> str:
+        state = self._hashes.get(upload_id)
+        if state is None or state.algorithm != algorithm or state.offset > size:
+            state = _HashState(algorithm, hashlib.new(algorithm), 0)
+        # Catch up on bytes another process or an earlier run appended.
+        if state.offset < size:
+            async for chunk in self.driver.read(paths.upload_data(name, upload_id), state.offset):
+                await asyncio.to_thread(state.hasher.update, chunk)
+                state.offset += len(chunk)
+        result: str = state.hasher.hexdigest()
+        return result
+
+    def _remember(self, upload_id: str, state: _HashState) -> None:
+        self._hashes[upload_id] = state
+        while len(self._hashes) > MAX_CACHED_HASHERS:
+            self._hashes.popitem(last=False)
+
+
+async def _batches(body: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
+    buf = bytearray()
+    async for chunk in body:
+        buf += chunk
+        if len(buf) >= size:
+            yield bytes(buf)
+            buf.clear()
+    if buf:
+        yield bytes(buf)

@@ -1,0 +1,95 @@
+"""The storage driver interface: paths and bytes, nothing of OCI.
+
+Modelled on the CNCF Distribution driver: small-content get/put, streamed ranged reads,
+append-able writers with an explicit commit, atomic moves, listing and deletion. A filesystem
+driver implements it today; an object-store driver can implement it without touching the API.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+
+class PathNotFoundError(Exception):
+    """The path does not exist in the store."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"path not found: {path}")
+        self.path = path
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    path: str
+    size: int
+    modified_ns: int
+    is_dir: bool
+
+
+class FileWriter(abc.ABC):
+    """An open, append-only file; invisible to readers of other paths until moved."""
+
+    @property
+    @abc.abstractmethod
+    def size(self) -> int:
+        """Bytes in the file so far, including what earlier writers appended."""
+
+    @abc.abstractmethod
+    async def write(self, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    async def truncate(self, size: int) -> None:
+        """Drop everything after ``size``: how a failed chunk is undone."""
+
+    @abc.abstractmethod
+    async def commit(self) -> None:
+        """Make what was written durable (fsync) and close the writer."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Close without the durability promise of commit."""
+
+
+class StorageDriver(abc.ABC):
+    """Async key/value-like storage of byte files under slash-separated paths."""
+
+    name: str = "abstract"
+
+    @abc.abstractmethod
+    async def stat(self, path: str) -> FileInfo | None: ...
+
+    @abc.abstractmethod
+    async def get_content(self, path: str) -> bytes:
+        """Whole content of a small file; raises PathNotFoundError."""
+
+    @abc.abstractmethod
+    async def put_content(self, path: str, data: bytes) -> None:
+        """Write a small file atomically: readers see the old or the new content, never a mix."""
+
+    @abc.abstractmethod
+    def read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        """Stream ``length`` bytes (or to the end) from ``offset``; raises PathNotFoundError."""
+
+    @abc.abstractmethod
+    async def writer(self, path: str, append: bool = False) -> FileWriter: ...
+
+    @abc.abstractmethod
+    async def move(self, source: str, destination: str) -> None:
+        """Atomically replace ``destination`` with ``source``."""
+
+    @abc.abstractmethod
+    async def delete(self, path: str) -> None:
+        """Delete a file or a whole subtree; raises PathNotFoundError."""
+
+    @abc.abstractmethod
+    async def list(self, path: str) -> list[str]:
+        """Names of the direct children of a directory; [] when it does not exist."""
+
+    def local_path(self, path: str) -> str | None:
+        """A local file path for zero-copy serving, when the driver has one."""
+        return None
+
+    async def close(self) -> None:  # noqa: B027 - most drivers hold nothing to release
+        """Release connections and threads."""

@@ -1,0 +1,88 @@
+"""Where each OCI object lives in a storage driver (after Distribution's paths.go).
+
+    blobs/<alg>/<hex[:2]>/<hex>/data                          content, shared by all repositories
+    repositories/<name>/_layers/<alg>/<hex>/link               blob linked into a repository
+    repositories/<name>/_manifests/revisions/<alg>/<hex>/link  manifest in a repository
+    repositories/<name>/_manifests/tags/<tag>/current/link     tag -> manifest digest
+    repositories/<name>/_referrers/<alg>/<hex>/<alg>-<hex>     referrer descriptor of a subject
+    repositories/<name>/_uploads/<uuid>/data, startedat        upload sessions
+
+Name components start with [a-z0-9], so the underscore directories never collide with names.
+"""
+
+from __future__ import annotations
+
+from registry.reference import Digest
+
+BLOBS = "blobs"
+REPOSITORIES = "repositories"
+LAYERS = "_layers"
+MANIFESTS = "_manifests"
+UPLOADS = "_uploads"
+REFERRERS = "_referrers"
+# A directory holding any of these is a repository.
+REPOSITORY_MARKERS = frozenset({LAYERS, MANIFESTS, UPLOADS})
+
+
+def blob_data(digest: Digest) -> str:
+    return f"{BLOBS}/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}/data"
+
+
+def blobs_root() -> str:
+    return BLOBS
+
+
+def repository(name: str) -> str:
+    return f"{REPOSITORIES}/{name}"
+
+
+def layer_link(name: str, digest: Digest) -> str:
+    return f"{REPOSITORIES}/{name}/{LAYERS}/{digest.algorithm}/{digest.hex}/link"
+
+
+def layers_root(name: str) -> str:
+    return f"{REPOSITORIES}/{name}/{LAYERS}"
+
+
+def revision_link(name: str, digest: Digest) -> str:
+    return f"{REPOSITORIES}/{name}/{MANIFESTS}/revisions/{digest.algorithm}/{digest.hex}/link"
+
+
+def revisions_root(name: str) -> str:
+    return f"{REPOSITORIES}/{name}/{MANIFESTS}/revisions"
+
+
+def tags_root(name: str) -> str:
+    return f"{REPOSITORIES}/{name}/{MANIFESTS}/tags"
+
+
+def tag_dir(name: str, tag: str) -> str:
+    return f"{tags_root(name)}/{tag}"
+
+
+def tag_link(name: str, tag: str) -> str:
+    return f"{tags_root(name)}/{tag}/current/link"
+
+
+def referrers_dir(name: str, subject: Digest) -> str:
+    return f"{REPOSITORIES}/{name}/{REFERRERS}/{subject.algorithm}/{subject.hex}"
+
+
+def referrer_entry(name: str, subject: Digest, referrer: Digest) -> str:
+    return f"{referrers_dir(name, subject)}/{referrer.algorithm}-{referrer.hex}"
+
+
+def uploads_root(name: str) -> str:
+    return f"{REPOSITORIES}/{name}/{UPLOADS}"
+
+
+def upload_dir(name: str, upload_id: str) -> str:
+    return f"{uploads_root(name)}/{upload_id}"
+
+
+def upload_data(name: str, upload_id: str) -> str:
+    return f"{upload_dir(name, upload_id)}/data"
+
+
+def upload_started(name: str, upload_id: str) -> str:
+    return f"{upload_dir(name, upload_id)}/startedat"
