@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 up: install
-	$(BIN)/nimbus up
+	$(BIN)/nimbus registry --listen 127.0.0.1:5000 --data-dir ./data
 
 # Debian's skopeo (a real client) and docker-registry (CNCF Distribution, the reference peer).
 test-deps: install
