@@ -12,12 +12,14 @@ Main = Callable[[argparse.Namespace], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from nimbus import ctl
     from registry import cli as registry_cli
 
     parser = argparse.ArgumentParser(prog="nimbus", description="Nimbus container registry")
     sub = parser.add_subparsers(dest="command", required=True)
     commands: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Main]] = [
         ("registry", "run the OCI registry", registry_cli.add_arguments, registry_cli.main),
+        ("ctl", "control the services over gRPC", ctl.add_arguments, ctl.main),
     ]
     for name, help_text, add_arguments, main in commands:
         p = sub.add_parser(name, help=help_text)
