@@ -22,6 +22,7 @@ def create_app(config: RegistryConfig, events: EventSink | None = None) -> web.A
         events,
         emit_blob_events=config.events.blob_uploads,
         emit_pulls=config.events.pulls,
+        link_cache_ttl=config.link_cache_ttl,
     )
     services.repositories.catalog_page = config.catalog_page_size
     metrics = RegistryMetrics()

@@ -27,6 +27,9 @@ class RegistryConfig:
     log_level: str = "info"
     access_log: bool = True
     catalog_page_size: int = 1000
+    # How long a tag or manifest lookup is reused; changes made through another worker or
+    # replica become visible after at most this long. 0 turns the cache off.
+    link_cache_ttl: float = 1.0
     events: EventsConfig = field(default_factory=EventsConfig)
 
     def validate(self) -> None:
@@ -37,6 +40,8 @@ class RegistryConfig:
             raise ConfigError("log_level: one of debug, info, warning, error")
         if not 1 <= self.catalog_page_size <= 10_000:
             raise ConfigError("catalog_page_size: between 1 and 10000")
+        if self.link_cache_ttl < 0:
+            raise ConfigError("link_cache_ttl: must be 0 or more seconds")
         if not self.events.site.replace("-", "").replace("_", "").isalnum():
             raise ConfigError("events.site: letters, digits, '-' and '_' only")
 

@@ -28,6 +28,7 @@ class Services:
         events: EventSink | None = None,
         emit_blob_events: bool = True,
         emit_pulls: bool = False,
+        link_cache_ttl: float = 1.0,
     ) -> Services:
         sink: EventSink = events or NullSink()
         blobs = BlobService(driver, sink)
@@ -35,7 +36,7 @@ class Services:
             driver=driver,
             blobs=blobs,
             uploads=UploadService(driver, blobs, sink, emit_blob_events),
-            manifests=ManifestService(driver, blobs, sink, emit_pulls),
+            manifests=ManifestService(driver, blobs, sink, emit_pulls, link_cache_ttl),
             repositories=RepositoryService(driver),
             events=sink,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -86,6 +87,42 @@ class _ContentCache:
             self._bytes -= old.size
 
 
+class _TTLCache:
+    """Recent lookups of mutable links (tags, revisions), kept ``ttl`` seconds.
+
+    Writes through this process update it at once; a change made by another process (another
+    worker or replica) is seen once the entry expires. A ttl of 0 turns it off.
+    """
+
+    def __init__(self, ttl: float, max_items: int = 65536) -> None:
+        self.ttl = ttl
+        self._items: dict[tuple[str, str], tuple[str, float]] = {}
+        self._max = max_items
+
+    def get(self, key: tuple[str, str]) -> str | None:
+        item = self._items.get(key)
+        if item is None:
+            return None
+        if item[1] < time.monotonic():
+            del self._items[key]
+            return None
+        return item[0]
+
+    def put(self, key: tuple[str, str], value: str) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._items) >= self._max:
+            self._items.clear()
+        self._items[key] = (value, time.monotonic() + self.ttl)
+
+    def drop(self, key: tuple[str, str]) -> None:
+        self._items.pop(key, None)
+
+    def drop_value(self, name: str, value: str) -> None:
+        for key in [k for k, v in self._items.items() if k[0] == name and v[0] == value]:
+            del self._items[key]
+
+
 def _media_type(content_type: str, doc: dict[str, Any]) -> str:
     declared = doc.get("mediaType")
     header = content_type.split(";", 1)[0].strip().lower()
@@ -134,28 +171,40 @@ class ManifestService:
         blobs: BlobService,
         events: EventSink | None = None,
         emit_pulls: bool = False,
+        link_cache_ttl: float = 1.0,
     ) -> None:
         self.driver = driver
         self.blobs = blobs
         self.events: EventSink = events or NullSink()
         self.emit_pulls = emit_pulls
         self._cache = _ContentCache(CACHE_BYTES)
+        # Tags and revisions resolved recently: the hot path of every pull.
+        self._tags = _TTLCache(link_cache_ttl)
+        self._revisions = _TTLCache(link_cache_ttl)
 
     # -- reading ------------------------------------------------------------------------
 
     async def resolve(self, name: str, reference: str) -> Digest:
         """The digest a tag points to, or the digest itself once known to the repository."""
+        key = (name, reference)
         if is_digest(reference):
             digest = Digest.parse(reference)
-            if await self.driver.stat(paths.revision_link(name, digest)) is None:
-                raise OCIError(ErrorCode.MANIFEST_UNKNOWN, detail={"reference": reference})
+            if self._revisions.get(key) is None:
+                if await self.driver.stat(paths.revision_link(name, digest)) is None:
+                    raise OCIError(ErrorCode.MANIFEST_UNKNOWN, detail={"reference": reference})
+                self._revisions.put(key, reference)
             return digest
+        cached = self._tags.get(key)
+        if cached is not None:
+            return Digest.parse(cached)
         validate_tag(reference)
         try:
             raw = await self.driver.get_content(paths.tag_link(name, reference))
         except PathNotFoundError:
             raise OCIError(ErrorCode.MANIFEST_UNKNOWN, detail={"tag": reference}) from None
-        return Digest.parse(raw.decode().strip())
+        digest = Digest.parse(raw.decode().strip())
+        self._tags.put(key, str(digest))
+        return digest
 
     async def load(self, digest: Digest) -> Manifest:
         cached = self._cache.get(str(digest))
@@ -235,8 +284,10 @@ class ManifestService:
         if subject is not None:
             await self._record_referrer(name, subject, digest, media_type, doc, len(data))
         # The tag last: a reader never sees a tag whose manifest is not stored.
+        self._revisions.put((name, str(digest)), str(digest))
         if tag:
             await self.driver.put_content(paths.tag_link(name, tag), str(digest).encode())
+            self._tags.put((name, tag), str(digest))
         manifest = Manifest(digest, media_type, data)
         self._cache.put(manifest)
         await self.events.emit(
@@ -307,7 +358,10 @@ class ManifestService:
         digest = Digest.parse(reference)
         manifest = await self.get(name, reference, [], ctx, count_pull=False)
         for tag in await self.tags_of(name, digest):
+            self._tags.drop((name, tag))
             await self.driver.delete(paths.tag_dir(name, tag))
+        self._revisions.drop((name, str(digest)))
+        self._tags.drop_value(name, str(digest))
         await self.driver.delete(paths.revision_link(name, digest).rsplit("/", 1)[0])
         doc = json.loads(manifest.data)
         if isinstance(doc.get("subject"), dict):
@@ -323,7 +377,9 @@ class ManifestService:
         )
 
     async def _delete_tag(self, name: str, tag: str, ctx: RequestContext) -> None:
+        self._tags.drop((name, tag))
         digest = await self.resolve(name, tag)
+        self._tags.drop((name, tag))
         try:
             await self.driver.delete(paths.tag_dir(name, tag))
         except PathNotFoundError:
