@@ -1,0 +1,118 @@
+"""Connecting to NATS the same way in every service: several URLs, any of NATS' ways to
+authenticate, TLS, and reconnecting forever (a service outlives NATS restarts)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client
+
+log = logging.getLogger("nimbus.nats")
+
+Callback = Callable[[], Awaitable[None]]
+
+# Ping often enough that a server gone silent (not closed) is noticed within half a minute.
+PING_INTERVAL = 10
+MAX_OUTSTANDING_PINGS = 2
+RECONNECT_WAIT = 1
+
+
+@dataclass(frozen=True)
+class NatsOptions:
+    """Where NATS is and how to prove who we are; empty fields are not used."""
+
+    servers: list[str] = field(default_factory=list)
+    # Connection name shown by the NATS monitoring endpoints.
+    name: str = "nimbus"
+    # A NATS credentials file (user JWT and NKey seed), as `nsc` writes it.
+    creds: str = ""
+    token: str = ""
+    user: str = ""
+    password: str = ""
+    # TLS: a CA bundle to trust, and a client certificate for mutual TLS.
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    # Server name to verify when it differs from the URL's host.
+    tls_hostname: str = ""
+    connect_timeout: float = 2.0
+
+    @property
+    def wants_tls(self) -> bool:
+        return bool(self.tls_ca or self.tls_cert) or any(
+            s.startswith("tls://") for s in self.servers
+        )
+
+
+def tls_context(options: NatsOptions) -> ssl.SSLContext | None:
+    """The client TLS context, or None for plain connections. Reads files: call off the loop."""
+    if not options.wants_tls:
+        return None
+    context = ssl.create_default_context(cafile=options.tls_ca or None)
+    if options.tls_cert:
+        context.load_cert_chain(options.tls_cert, options.tls_key or None)
+    return context
+
+
+async def connect(
+    options: NatsOptions,
+    *,
+    on_disconnect: Callback | None = None,
+    on_reconnect: Callback | None = None,
+) -> Client:
+    """Connect, retrying until a server answers; afterwards the client reconnects by itself.
+
+    Run it as a task when the service must work before NATS is up.
+    """
+    if not options.servers:
+        raise ValueError("no NATS server URL given")
+    context = await asyncio.to_thread(tls_context, options)
+    failures = 0
+
+    async def error_cb(exc: Exception) -> None:
+        nonlocal failures
+        failures += 1
+        # Every attempt fails alike while NATS is away: say it on the first and now and then.
+        if failures == 1 or failures % 30 == 0:
+            log.warning("NATS connection error", extra={"error": repr(exc), "attempts": failures})
+
+    async def disconnected_cb() -> None:
+        log.warning("NATS disconnected", extra={"name": options.name})
+        if on_disconnect is not None:
+            await on_disconnect()
+
+    async def reconnected_cb() -> None:
+        nonlocal failures
+        failures = 0
+        url = nc.connected_url
+        log.info("NATS reconnected", extra={"server": url.netloc if url else ""})
+        if on_reconnect is not None:
+            await on_reconnect()
+
+    nc = Client()
+    await nc.connect(
+        servers=options.servers,
+        name=options.name,
+        error_cb=error_cb,
+        disconnected_cb=disconnected_cb,
+        reconnected_cb=reconnected_cb,
+        allow_reconnect=True,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=RECONNECT_WAIT,
+        connect_timeout=max(1, round(options.connect_timeout)),
+        ping_interval=PING_INTERVAL,
+        max_outstanding_pings=MAX_OUTSTANDING_PINGS,
+        tls=context,
+        tls_hostname=options.tls_hostname or None,
+        user_credentials=options.creds or None,
+        token=options.token or None,
+        user=options.user or None,
+        password=options.password or None,
+    )
+    url = nc.connected_url
+    log.info("NATS connected", extra={"server": url.netloc if url else "", "name": options.name})
+    return nc
