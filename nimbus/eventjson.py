@@ -1,0 +1,56 @@
+"""The JSON form of ``nimbus.v1.Event``: CNCF Distribution's notification event, plus Nimbus'
+``source.site`` and ``source.originSite``.
+
+The protobuf JSON mapping does nearly all of it (the json_names in events.proto); what it
+cannot do is write int64 as numbers, which Distribution's receivers expect, and keep
+Distribution's always-present ``target``/``request``/``actor``/``source`` objects.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from google.protobuf import json_format
+
+from proto.nimbus.v1 import events_pb2
+
+# Media type of Distribution's notification body, `{"events": [...]}`.
+ENVELOPE_MEDIA_TYPE = "application/vnd.docker.distribution.events.v1+json"
+
+_OBJECTS = ("target", "request", "actor", "source")
+_INTEGERS = ("size", "length")
+
+
+def to_dict(event: events_pb2.Event) -> dict[str, Any]:
+    doc: dict[str, Any] = json_format.MessageToDict(event)
+    for key in _OBJECTS:
+        doc.setdefault(key, {})
+    target = doc["target"]
+    for key in _INTEGERS:
+        if key in target:
+            target[key] = int(target[key])
+    return doc
+
+
+def to_json(event: events_pb2.Event) -> bytes:
+    return json.dumps(to_dict(event), separators=(",", ":")).encode()
+
+
+def envelope(events: Iterable[events_pb2.Event]) -> bytes:
+    """Distribution's notification body holding ``events``."""
+    return json.dumps({"events": [to_dict(e) for e in events]}, separators=(",", ":")).encode()
+
+
+def from_dict(doc: dict[str, Any]) -> events_pb2.Event:
+    """Parse one event; fields Nimbus does not know (e.g. `references`) are ignored."""
+    event = events_pb2.Event()
+    json_format.ParseDict(doc, event, ignore_unknown_fields=True)
+    return event
+
+
+def from_json(data: bytes | str) -> events_pb2.Event:
+    event = events_pb2.Event()
+    json_format.Parse(data, event, ignore_unknown_fields=True)
+    return event
