@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from nimbus.config import ConfigError, split_hostport
+from nimbus.eventloop import LOOPS
 
 
 @dataclass
@@ -30,6 +31,8 @@ class RegistryConfig:
     # How long a tag or manifest lookup is reused; changes made through another worker or
     # replica become visible after at most this long. 0 turns the cache off.
     link_cache_ttl: float = 1.0
+    # The standard loop has zero-copy sendfile for blobs; see nimbus/eventloop.py.
+    event_loop: str = "asyncio"
     events: EventsConfig = field(default_factory=EventsConfig)
 
     def validate(self) -> None:
@@ -40,6 +43,8 @@ class RegistryConfig:
             raise ConfigError("log_level: one of debug, info, warning, error")
         if not 1 <= self.catalog_page_size <= 10_000:
             raise ConfigError("catalog_page_size: between 1 and 10000")
+        if self.event_loop not in LOOPS:
+            raise ConfigError(f"event_loop: one of {', '.join(LOOPS)}")
         if self.link_cache_ttl < 0:
             raise ConfigError("link_cache_ttl: must be 0 or more seconds")
         if not self.events.site.replace("-", "").replace("_", "").isalnum():

@@ -10,20 +10,12 @@ import signal
 
 from aiohttp import web
 
-from nimbus import logs
+from nimbus import eventloop, logs
 from registry.api.middleware import JSONAccessLogger
 from registry.app import create_app
 from registry.config import RegistryConfig
 
 log = logging.getLogger("nimbus.registry")
-
-
-def _install_uvloop() -> None:
-    try:
-        import uvloop
-    except ImportError:
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 async def serve(config: RegistryConfig, reuse_port: bool = False) -> None:
@@ -54,14 +46,14 @@ async def serve(config: RegistryConfig, reuse_port: bool = False) -> None:
 
 def _worker(config: RegistryConfig) -> None:
     logs.setup(config.log_level)
-    _install_uvloop()
+    eventloop.install(config.event_loop)
     asyncio.run(serve(config, reuse_port=True))
 
 
 def run(config: RegistryConfig) -> None:
     logs.setup(config.log_level)
     if config.workers == 1:
-        _install_uvloop()
+        eventloop.install(config.event_loop)
         asyncio.run(serve(config))
         return
     ctx = multiprocessing.get_context("spawn")
