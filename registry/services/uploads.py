@@ -106,6 +106,8 @@ class UploadService:
                     raise OCIError(
                         ErrorCode.SIZE_INVALID, "Content-Range and Content-Length disagree"
                     )
+                # A streamed chunk (no Content-Length) must still be exactly its range.
+                content_length = last - first + 1
             await self._write(upload_id, writer, body, start, content_length)
             size = writer.size
         finally:
