@@ -1,0 +1,370 @@
+"""Copying an image's whole graph from one registry to another.
+
+Order is what makes a copy safe to interrupt: blobs first, then each manifest after everything it
+references, referrers after their subject, and the tag last, so a peer never serves a tag whose
+content is incomplete. Whatever the peer already has is skipped (HEAD), so replaying a copy is
+harmless. Blobs stream from the source's GET into the peer's upload, chunk by chunk, hashed on
+the way: a blob is never held whole in memory or on disk, and a digest mismatch aborts the upload
+before the peer could commit it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from registry import mediatypes as mt
+from replicator.oci.client import Manifest, RegistryClient
+from replicator.oci.errors import DigestMismatchError, SizeMismatchError
+
+log = logging.getLogger("nimbus.replicator.copier")
+
+DEFAULT_CHUNK_SIZE = 16 * 1024 * 1024
+READ_SIZE = 1024 * 1024
+MAX_REFERRER_DEPTH = 4
+
+
+class SourceMissingError(Exception):
+    """What an event points at is gone from the source (deleted since): nothing to copy."""
+
+
+@dataclass
+class CopyResult:
+    """What one copy did at the peer."""
+
+    digest: str = ""
+    bytes_copied: int = 0
+    blobs_copied: int = 0
+    blobs_mounted: int = 0
+    blobs_present: int = 0
+    manifests_copied: int = 0
+    tagged: bool = False
+
+    def add(self, other: CopyResult) -> None:
+        self.bytes_copied += other.bytes_copied
+        self.blobs_copied += other.blobs_copied
+        self.blobs_mounted += other.blobs_mounted
+        self.blobs_present += other.blobs_present
+        self.manifests_copied += other.manifests_copied
+
+
+class MountHints:
+    """Which repository at a peer holds a blob, so another repository can mount it."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._items: OrderedDict[str, str] = OrderedDict()
+        self._capacity = capacity
+
+    def get(self, digest: str) -> str | None:
+        return self._items.get(digest)
+
+    def add(self, digest: str, repository: str) -> None:
+        self._items[digest] = repository
+        self._items.move_to_end(digest)
+        while len(self._items) > self._capacity:
+            self._items.popitem(last=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Blob:
+    digest: str
+    size: int
+    media_type: str
+
+
+@dataclass
+class _Run:
+    """State of one copy: its result and what it already handled."""
+
+    result: CopyResult = field(default_factory=CopyResult)
+    manifests_done: set[str] = field(default_factory=set)
+
+
+class Copier:
+    """Copies from ``source`` to ``target``; one per peer, shared by concurrent copies."""
+
+    def __init__(
+        self,
+        source: RegistryClient,
+        target: RegistryClient,
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        blob_concurrency: int = 4,
+        hints: MountHints | None = None,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> None:
+        self.source = source
+        self.target = target
+        self.chunk_size = chunk_size
+        self.hints = hints or MountHints()
+        self.on_bytes = on_bytes
+        self._blob_slots = asyncio.Semaphore(blob_concurrency)
+        # Two copies needing the same blob at the same peer repository share one transfer.
+        self._inflight: dict[tuple[str, str], asyncio.Future[int]] = {}
+
+    async def copy(
+        self, repository: str, reference: str, target_repository: str | None = None
+    ) -> CopyResult:
+        """Copy ``repository:reference`` (a tag or a digest) with everything it references."""
+        destination = target_repository or repository
+        manifest = await self.source.get_manifest(repository, reference)
+        if manifest is None:
+            raise SourceMissingError(f"{repository}:{reference} is not at the source")
+        run = _Run()
+        run.result.digest = manifest.digest
+        await self._copy_manifest(repository, destination, manifest, run, depth=0)
+        if ":" not in reference:
+            current = await self.target.head_manifest(destination, reference)
+            if current is None or current.digest != manifest.digest:
+                await self.target.put_manifest(
+                    destination, reference, manifest.data, manifest.media_type
+                )
+                run.result.tagged = True
+        return run.result
+
+    async def _copy_manifest(
+        self, repository: str, destination: str, manifest: Manifest, run: _Run, depth: int
+    ) -> None:
+        if manifest.digest in run.manifests_done:
+            return
+        run.manifests_done.add(manifest.digest)
+        doc = manifest.json()
+        present = await self.target.head_manifest(destination, manifest.digest) is not None
+        if not present:
+            if isinstance(doc.get("manifests"), list):
+                await self._copy_children(repository, destination, doc["manifests"], run, depth)
+            else:
+                await self._copy_blobs(repository, destination, _blobs_of(doc), run)
+            pushed = await self.target.put_manifest(
+                destination, manifest.digest, manifest.data, manifest.media_type
+            )
+            run.result.manifests_copied += 1
+            subject_indexed = pushed.subject is not None
+        else:
+            subject_indexed = False
+        subject = doc.get("subject")
+        if isinstance(subject, dict) and isinstance(subject.get("digest"), str):
+            if not subject_indexed:
+                await self._index_referrer(destination, subject["digest"], manifest, doc)
+        if depth < MAX_REFERRER_DEPTH:
+            await self._copy_referrers(repository, destination, manifest.digest, run, depth)
+
+    async def _copy_children(
+        self,
+        repository: str,
+        destination: str,
+        children: list[Any],
+        run: _Run,
+        depth: int,
+    ) -> None:
+        async def one(descriptor: Any) -> None:
+            digest = descriptor.get("digest") if isinstance(descriptor, dict) else None
+            if not isinstance(digest, str):
+                raise ValueError("index entry without a digest")
+            child = await self.source.get_manifest(repository, digest)
+            if child is None:
+                raise SourceMissingError(
+                    f"{repository}@{digest} (index child) is not at the source"
+                )
+            await self._copy_manifest(repository, destination, child, run, depth)
+
+        await _gather(one(d) for d in children)
+
+    async def _copy_referrers(
+        self, repository: str, destination: str, digest: str, run: _Run, depth: int
+    ) -> None:
+        for descriptor in await self.source.referrers(repository, digest):
+            ref_digest = descriptor.get("digest")
+            if not isinstance(ref_digest, str) or ref_digest in run.manifests_done:
+                continue
+            referrer = await self.source.get_manifest(repository, ref_digest)
+            if referrer is None:
+                continue  # deleted since the index was read
+            await self._copy_manifest(repository, destination, referrer, run, depth + 1)
+
+    async def _index_referrer(
+        self, destination: str, subject: str, manifest: Manifest, doc: dict[str, Any]
+    ) -> None:
+        """Keep the tag schema index of a peer without the referrers API up to date."""
+        known = await self.target.referrers(destination, subject)
+        if any(item.get("digest") == manifest.digest for item in known):
+            return
+        descriptor: dict[str, Any] = {
+            "mediaType": manifest.media_type,
+            "digest": manifest.digest,
+            "size": len(manifest.data),
+        }
+        artifact_type = doc.get("artifactType") or (doc.get("config") or {}).get("mediaType")
+        if isinstance(artifact_type, str) and artifact_type:
+            descriptor["artifactType"] = artifact_type
+        if isinstance(doc.get("annotations"), dict) and doc["annotations"]:
+            descriptor["annotations"] = doc["annotations"]
+        await self.target.index_referrer(destination, subject, descriptor)
+
+    # -- blobs --------------------------------------------------------------------------
+
+    async def _copy_blobs(
+        self, repository: str, destination: str, blobs: list[_Blob], run: _Run
+    ) -> None:
+        await _gather(self._copy_blob_once(repository, destination, b, run) for b in blobs)
+
+    async def _copy_blob_once(
+        self, repository: str, destination: str, blob: _Blob, run: _Run
+    ) -> None:
+        key = (destination, blob.digest)
+        pending = self._inflight.get(key)
+        if pending is not None:
+            await asyncio.shield(pending)
+            run.result.blobs_present += 1
+            return
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            async with self._blob_slots:
+                await self._copy_blob(repository, destination, blob, run)
+            future.set_result(0)
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # retrieved: waiters re-raise it, nobody else must
+            raise
+        finally:
+            del self._inflight[key]
+
+    async def _copy_blob(self, repository: str, destination: str, blob: _Blob, run: _Run) -> None:
+        if await self.target.blob_size(destination, blob.digest) is not None:
+            self.hints.add(blob.digest, destination)
+            run.result.blobs_present += 1
+            return
+        location: str | None = None
+        elsewhere = self.hints.get(blob.digest)
+        if elsewhere and elsewhere != destination:
+            location = await self.target.mount_blob(destination, blob.digest, elsewhere)
+            if location is None:
+                self.hints.add(blob.digest, destination)
+                run.result.blobs_mounted += 1
+                return
+        if location is None:
+            location = await self.target.start_upload(destination)
+        log.info(
+            "blob copy started",
+            extra={"repository": destination, "digest": blob.digest, "size": blob.size},
+        )
+        try:
+            await self._stream(repository, destination, blob, location, run)
+        except aiohttp.ClientError as error:
+            await _quietly(self.target.cancel_upload(destination, location))
+            # aiohttp wraps what the body generator raised; the cause is what matters.
+            raise _body_error(error) or error from None
+        except BaseException:
+            # Free the peer's session now; a later attempt starts a fresh one.
+            await _quietly(self.target.cancel_upload(destination, location))
+            raise
+        self.hints.add(blob.digest, destination)
+        run.result.blobs_copied += 1
+
+    async def _stream(
+        self, repository: str, destination: str, blob: _Blob, location: str, run: _Run
+    ) -> None:
+        hasher = hashlib.new(blob.digest.partition(":")[0])
+        async with self.source.open_blob(repository, blob.digest) as response:
+            size = blob.size
+            if size <= self.chunk_size:
+                body = self._read(response.content, hasher, size, blob, run, last=True)
+                await self.target.finish_upload(destination, location, blob.digest, body, size)
+                return
+            offset = 0
+            while offset < size:
+                length = min(self.chunk_size, size - offset)
+                last = offset + length == size
+                body = self._read(response.content, hasher, length, blob, run, last=last)
+                location = await self.target.upload_chunk(
+                    destination, location, body, offset, length
+                )
+                offset += length
+        await self.target.finish_upload(destination, location, blob.digest)
+
+    async def _read(
+        self,
+        stream: aiohttp.StreamReader,
+        hasher: Any,
+        length: int,
+        blob: _Blob,
+        run: _Run,
+        last: bool,
+    ) -> AsyncIterator[bytes]:
+        """Exactly ``length`` bytes of the source stream, hashed.
+
+        The digest is checked before the blob's last bytes are handed on, so on a mismatch the
+        request body stays short and the peer can never commit the upload.
+        """
+        remaining = length
+        while remaining:
+            data = await stream.read(min(remaining, READ_SIZE))
+            if not data:
+                raise SizeMismatchError(
+                    f"source ended early on {blob.digest}: {remaining} bytes missing"
+                )
+            hasher.update(data)
+            remaining -= len(data)
+            if not remaining and last:
+                actual = f"{blob.digest.partition(':')[0]}:{hasher.hexdigest()}"
+                if actual != blob.digest:
+                    raise DigestMismatchError(blob.digest, actual, "blob")
+            run.result.bytes_copied += len(data)
+            if self.on_bytes is not None:
+                self.on_bytes(len(data))
+            yield data
+
+
+def _body_error(error: BaseException) -> BaseException | None:
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, DigestMismatchError | SizeMismatchError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _blobs_of(doc: dict[str, Any]) -> list[_Blob]:
+    """Config and layers of an image manifest, minus layers that must not be distributed."""
+    found: list[_Blob] = []
+    for raw in [doc.get("config"), *(doc.get("layers") or [])]:
+        if not isinstance(raw, dict):
+            continue
+        digest, size = raw.get("digest"), raw.get("size")
+        media_type = str(raw.get("mediaType") or "")
+        if not isinstance(digest, str) or not isinstance(size, int):
+            raise ValueError("descriptor without digest or size")
+        if media_type.startswith(mt.NON_DISTRIBUTABLE_PREFIXES):
+            continue
+        if all(b.digest != digest for b in found):
+            found.append(_Blob(digest, size, media_type))
+    return found
+
+
+async def _gather(coroutines: Any) -> None:
+    """Run together; on the first failure cancel the rest and raise it."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    if not tasks:
+        return
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+async def _quietly(awaitable: Awaitable[Any]) -> None:
+    try:
+        await asyncio.wait_for(awaitable, timeout=5)
+    except Exception:  # best effort: the session expires at the peer anyway
+        log.debug("could not cancel an upload session", exc_info=True)
