@@ -20,8 +20,9 @@ LAYERS = "_layers"
 MANIFESTS = "_manifests"
 UPLOADS = "_uploads"
 REFERRERS = "_referrers"
-# A directory holding any of these is a repository.
-REPOSITORY_MARKERS = frozenset({LAYERS, MANIFESTS, UPLOADS})
+# A directory holding any of these is a repository. Upload sessions alone are not: a
+# refused or cancelled push must not bring a repository into being.
+REPOSITORY_MARKERS = frozenset({LAYERS, MANIFESTS})
 
 
 def blob_data(digest: Digest) -> str:
