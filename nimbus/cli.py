@@ -13,6 +13,7 @@ Main = Callable[[argparse.Namespace], int]
 
 def build_parser() -> argparse.ArgumentParser:
     from nimbus import ctl
+    from notifier import cli as notifier_cli
     from registry import cli as registry_cli
 
     parser = argparse.ArgumentParser(prog="nimbus", description="Nimbus container registry")
@@ -20,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Main]] = [
         ("registry", "run the OCI registry", registry_cli.add_arguments, registry_cli.main),
         ("ctl", "control the services over gRPC", ctl.add_arguments, ctl.main),
+        ("notifier", "run the webhook notifier", notifier_cli.add_arguments, notifier_cli.main),
     ]
     for name, help_text, add_arguments, main in commands:
         p = sub.add_parser(name, help=help_text)

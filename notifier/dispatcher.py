@@ -1,0 +1,423 @@
+"""From the event stream to receivers: the delivery engine of the notifier.
+
+Replicas share one durable pull consumer, so JetStream hands each event to one replica. An event
+is matched against the webhooks and becomes one job per matching webhook, queued on a lane per
+(webhook, repository): a lane sends its jobs one after the other, so one repository's events
+reach a webhook in stream order, while other lanes (other webhooks, other repositories) go on.
+
+The event's message is acknowledged only once each of its deliveries has a final record
+(succeeded or dead-lettered) in the deliveries bucket; until then progress acks keep it from
+being handed to another replica. A replica that dies leaves its messages unacknowledged, so
+JetStream hands them out again after `ack_wait`; a redelivered message first looks up the
+records, so what was already delivered is not sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+
+import nats.errors
+from google.protobuf.message import DecodeError
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+from nats.js.errors import NotFoundError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    wait_exponential_jitter,
+)
+
+from nimbus.streams import EVENTS_STREAM, EVENTS_SUBJECTS, NOTIFIER_CONSUMER
+from notifier import bodies, signing
+from notifier.config import NotifierConfig
+from notifier.deliveries import EXCERPT_CHARS, DeliveryStore, delivery_id
+from notifier.errors import InvalidArgument, NotFound
+from notifier.filters import matches
+from notifier.receivers import Receiver, Receivers
+from notifier.sender import Outcome, Sender
+from notifier.store import WebhookStore
+from proto.nimbus.v1 import events_pb2, webhooks_pb2
+
+log = logging.getLogger("nimbus.notifier.dispatcher")
+
+EVENT_TYPE_HEADER = "Nimbus-Event-Type"
+Status = webhooks_pb2.DeliveryStatus
+FINAL = (webhooks_pb2.DELIVERY_STATUS_SUCCEEDED, webhooks_pb2.DELIVERY_STATUS_DEAD)
+
+
+class _Retry(Exception):
+    """An attempt failed in a way another attempt may fix."""
+
+    def __init__(self, retry_after: float | None) -> None:
+        super().__init__("retry")
+        self.retry_after = retry_after
+
+
+class _Expired(Exception):
+    """The delivery reached its age limit while the receiver's circuit was open."""
+
+
+class Tracker:
+    """One event message: acknowledged when its last delivery has a final record."""
+
+    __slots__ = ("msg", "pending")
+
+    def __init__(self, msg: Msg, pending: int) -> None:
+        self.msg = msg
+        self.pending = pending
+
+
+@dataclass(slots=True)
+class Job:
+    webhook_id: str
+    event: events_pb2.Event
+    tracker: Tracker
+    # The message was handed out before: records may already say how it went.
+    redelivered: bool
+
+
+def new_record(
+    webhook: webhooks_pb2.Webhook, event: events_pb2.Event, ident: str
+) -> webhooks_pb2.Delivery:
+    body, content_type = bodies.render(event, webhook.body_format)
+    record = webhooks_pb2.Delivery(
+        id=ident,
+        webhook_id=webhook.id,
+        event_id=event.id,
+        action=event.action,
+        repository=event.target.repository,
+        tag=event.target.tag,
+        digest=event.target.digest,
+        status=webhooks_pb2.DELIVERY_STATUS_RETRYING,
+        url=webhook.url,
+        body=body,
+        body_excerpt=body[:EXCERPT_CHARS].decode("utf-8", errors="replace"),
+    )
+    record.created_at.GetCurrentTime()
+    record.updated_at.CopyFrom(record.created_at)
+    headers = {"Content-Type": content_type, EVENT_TYPE_HEADER: event.action, **webhook.headers}
+    record.request_headers.extend(webhooks_pb2.Header(name=k, value=v) for k, v in headers.items())
+    return record
+
+
+def ping_event(webhook: webhooks_pb2.Webhook) -> events_pb2.Event:
+    event = events_pb2.Event(id=f"ping_{uuid.uuid4().hex}", action="ping")
+    event.timestamp.GetCurrentTime()
+    return event
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        webhooks: WebhookStore,
+        deliveries: DeliveryStore,
+        sender: Sender,
+        config: NotifierConfig,
+    ) -> None:
+        self._js = js
+        self._webhooks = webhooks
+        self._deliveries = deliveries
+        self._sender = sender
+        self._config = config
+        d = config.delivery
+        self._receivers = Receivers(d.concurrency, d.breaker_failures, d.breaker_cooldown)
+        self._backoff = wait_exponential_jitter(
+            initial=d.backoff_initial, max=d.backoff_max, jitter=d.backoff_initial
+        )
+        self._inflight: dict[int, Tracker] = {}
+        self._lanes: dict[tuple[str, str], deque[Job]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._room = asyncio.Event()
+        self._running = False
+
+    # -- consuming ---------------------------------------------------------------------------
+
+    async def _consumer(self) -> JetStreamContext.PullSubscription:
+        """Bind to the shared durable consumer, creating it when this is the first replica."""
+        waiting_logged = False
+        while True:
+            try:
+                await self._js.stream_info(EVENTS_STREAM)
+                break
+            except NotFoundError:
+                if not waiting_logged:
+                    log.warning("waiting for the event stream", extra={"stream": EVENTS_STREAM})
+                    waiting_logged = True
+                await asyncio.sleep(1)
+        consumer = api.ConsumerConfig(
+            durable_name=NOTIFIER_CONSUMER,
+            # A new notifier starts from now: no webhook existed before it to want history.
+            deliver_policy=api.DeliverPolicy.NEW,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=self._config.consumer.ack_wait,
+            max_ack_pending=self._config.consumer.max_ack_pending,
+            max_deliver=-1,
+            filter_subject=EVENTS_SUBJECTS,
+        )
+        await self._js.add_consumer(EVENTS_STREAM, consumer)
+        return await self._js.pull_subscribe_bind(NOTIFIER_CONSUMER, stream=EVENTS_STREAM)
+
+    async def run(self) -> None:
+        """Consume until cancelled; messages still held then are handed back (nak)."""
+        sub = await self._consumer()
+        self._running = True
+        heartbeat = asyncio.create_task(self._heartbeat(), name="progress-acks")
+        limit = self._config.consumer.max_ack_pending
+        batch = self._config.consumer.fetch_batch
+        log.info("consuming events", extra={"consumer": NOTIFIER_CONSUMER})
+        try:
+            while True:
+                room = limit - len(self._inflight)
+                if room <= 0:
+                    self._room.clear()
+                    await self._room.wait()
+                    continue
+                try:
+                    msgs = await sub.fetch(min(batch, room), timeout=5)
+                except nats.errors.TimeoutError:
+                    continue
+                except (nats.errors.ConnectionClosedError, nats.errors.NoServersError):
+                    await asyncio.sleep(1)
+                    continue
+                for msg in msgs:
+                    await self._dispatch(msg)
+        finally:
+            self._running = False
+            heartbeat.cancel()
+            await self._hand_back()
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _hand_back(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for tracker in self._inflight.values():
+            with contextlib.suppress(Exception):
+                await tracker.msg.nak()
+        self._inflight.clear()
+
+    async def _heartbeat(self) -> None:
+        interval = self._config.consumer.ack_wait / 3
+        while True:
+            await asyncio.sleep(interval)
+            for tracker in list(self._inflight.values()):
+                with contextlib.suppress(Exception):
+                    await tracker.msg.in_progress()
+
+    async def _dispatch(self, msg: Msg) -> None:
+        meta = msg.metadata
+        held = self._inflight.get(meta.sequence.stream)
+        if held is not None:
+            # Handed out again while still being worked on here: keep working, ack the newest.
+            held.msg = msg
+            return
+        try:
+            event = events_pb2.Event.FromString(msg.data)
+        except DecodeError:
+            log.error("unreadable event skipped", extra={"seq": meta.sequence.stream})
+            await msg.term()
+            return
+        hooks = [w for w in self._webhooks.cached() if w.enabled and matches(w.filter, event)]
+        if not hooks:
+            await msg.ack()
+            return
+        tracker = Tracker(msg, len(hooks))
+        self._inflight[meta.sequence.stream] = tracker
+        redelivered = meta.num_delivered > 1
+        for webhook in hooks:
+            self._enqueue(Job(webhook.id, event, tracker, redelivered), event.target.repository)
+
+    def _enqueue(self, job: Job, repository: str) -> None:
+        key = (job.webhook_id, repository)
+        lane = self._lanes.get(key)
+        if lane is not None:
+            lane.append(job)
+            return
+        self._lanes[key] = deque([job])
+        task = asyncio.create_task(self._run_lane(key), name=f"lane {key[0]} {repository}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_lane(self, key: tuple[str, str]) -> None:
+        lane = self._lanes[key]
+        try:
+            while lane:
+                job = lane[0]
+                await self._job(job)
+                lane.popleft()
+                await self._finish(job.tracker)
+        finally:
+            if self._lanes.get(key) is lane:
+                del self._lanes[key]
+
+    async def _finish(self, tracker: Tracker) -> None:
+        tracker.pending -= 1
+        if tracker.pending > 0:
+            return
+        seq = tracker.msg.metadata.sequence.stream
+        self._inflight.pop(seq, None)
+        self._room.set()
+        try:
+            await tracker.msg.ack()
+        except Exception:
+            # Not lost: the records are final, so the redelivered message is skipped.
+            log.warning("could not acknowledge event", extra={"seq": seq}, exc_info=True)
+
+    async def _job(self, job: Job) -> None:
+        """Deliver one event to one webhook until a final record is written."""
+        while True:
+            try:
+                await self._deliver(job)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Typically NATS unreachable while writing a record: try again, do not ack.
+                log.warning(
+                    "delivery interrupted; retrying",
+                    extra={"webhook": job.webhook_id, "event": job.event.id},
+                    exc_info=True,
+                )
+                await asyncio.sleep(1)
+
+    async def _deliver(self, job: Job) -> None:
+        webhook = self._current(job.webhook_id)
+        if webhook is None or not webhook.enabled:
+            return  # deleted or disabled since the event came: nothing is owed
+        ident = delivery_id(webhook.id, job.event.id)
+        record = None
+        if job.redelivered:
+            record = await self._deliveries.get_for(webhook.id, ident)
+            if record is not None and record.status in FINAL:
+                return
+        if record is None:
+            record = new_record(webhook, job.event, ident)
+        await self._attempts(record)
+
+    def _current(self, webhook_id: str) -> webhooks_pb2.Webhook | None:
+        for webhook in self._webhooks.cached():
+            if webhook.id == webhook_id:
+                return webhook
+        return None
+
+    # -- attempts -----------------------------------------------------------------------------
+
+    def _wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, _Retry) and error.retry_after is not None:
+            return min(error.retry_after, self._config.delivery.retry_after_max)
+        return float(self._backoff(state))
+
+    async def _attempts(self, record: webhooks_pb2.Delivery) -> None:
+        d = self._config.delivery
+        age = time.time() - record.created_at.ToNanoseconds() / 1e9
+        deadline = time.monotonic() + max(0.0, d.max_age - age)
+        receiver = self._receivers.get(record.url)
+
+        def stop(state: RetryCallState) -> bool:
+            return (
+                len(record.attempts) >= d.max_attempts
+                or time.monotonic() + state.upcoming_sleep >= deadline
+            )
+
+        retrying = AsyncRetrying(
+            stop=stop,
+            wait=self._wait,
+            retry=retry_if_exception_type(_Retry),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    await self._attempt(record, receiver, deadline)
+        except (_Retry, _Expired):
+            record.status = webhooks_pb2.DELIVERY_STATUS_DEAD
+            record.updated_at.GetCurrentTime()
+            await self._deliveries.put(record)
+            log.warning(
+                "delivery dead-lettered",
+                extra={
+                    "delivery": record.id,
+                    "webhook": record.webhook_id,
+                    "attempts": len(record.attempts),
+                },
+            )
+
+    async def _attempt(
+        self, record: webhooks_pb2.Delivery, receiver: Receiver, deadline: float
+    ) -> None:
+        if not await receiver.breaker.admit(deadline):
+            raise _Expired
+        outcome = await self._send(record, receiver)
+        await receiver.breaker.record(healthy=not outcome.receiver_failure)
+        record.attempts.append(outcome.attempt)
+        record.status = (
+            webhooks_pb2.DELIVERY_STATUS_SUCCEEDED
+            if outcome.succeeded
+            else webhooks_pb2.DELIVERY_STATUS_RETRYING
+        )
+        record.updated_at.GetCurrentTime()
+        if outcome.succeeded or outcome.retryable:
+            await self._deliveries.put(record)
+        if outcome.retryable:
+            raise _Retry(outcome.retry_after)
+        if not outcome.succeeded:
+            raise _Expired  # a 4xx that retrying will not change: dead-letter now
+
+    async def _send(self, record: webhooks_pb2.Delivery, receiver: Receiver) -> Outcome:
+        webhook = self._current(record.webhook_id)
+        # The newest secrets sign every attempt, so a rotation applies to retries too.
+        secrets = list(webhook.secrets) if webhook is not None else []
+        return await self._send_as(record, receiver, secrets)
+
+    async def _send_as(
+        self, record: webhooks_pb2.Delivery, receiver: Receiver, secrets: list[str]
+    ) -> Outcome:
+        headers = {h.name: h.value for h in record.request_headers}
+        headers.update(signing.signed_headers(record.id, int(time.time()), record.body, secrets))
+        async with receiver.slots:
+            return await self._sender.send(
+                record.url, record.body, headers, number=len(record.attempts) + 1
+            )
+
+    # -- operator requests ---------------------------------------------------------------------
+
+    async def redeliver(self, ident: str) -> webhooks_pb2.Delivery:
+        """One attempt now for a recorded delivery, whatever its circuit says; recorded."""
+        record = await self._deliveries.get(ident)
+        if record is None:
+            raise NotFound(f"no delivery {ident!r}")
+        webhook = self._current(record.webhook_id) or await self._webhooks.get(record.webhook_id)
+        if webhook is None:
+            raise NotFound(f"the webhook of delivery {ident!r} no longer exists")
+        receiver = self._receivers.get(record.url)
+        outcome = await self._send_as(record, receiver, list(webhook.secrets))
+        await receiver.breaker.record(healthy=not outcome.receiver_failure)
+        record.attempts.append(outcome.attempt)
+        if outcome.succeeded:
+            record.status = webhooks_pb2.DELIVERY_STATUS_SUCCEEDED
+        record.updated_at.GetCurrentTime()
+        await self._deliveries.put(record)
+        return record
+
+    async def test(self, webhook: webhooks_pb2.Webhook) -> webhooks_pb2.DeliveryAttempt:
+        if not webhook.url:
+            raise InvalidArgument("the webhook has no url")
+        record = new_record(webhook, ping_event(webhook), f"msg_{uuid.uuid4().hex}")
+        receiver = self._receivers.get(webhook.url)
+        outcome = await self._send_as(record, receiver, list(webhook.secrets))
+        return outcome.attempt
+
+    @property
+    def held(self) -> int:
+        """Events held (not yet acknowledged) by this replica."""
+        return len(self._inflight)

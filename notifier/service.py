@@ -1,0 +1,86 @@
+"""Running the notifier: NATS, the stores, the dispatcher and the gRPC API, until a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from nimbus import logs
+from nimbus.grpcserver import start_grpc_server
+from nimbus.natsconn import NatsOptions, connect
+from notifier.api import WebhooksServicer
+from notifier.config import NotifierConfig
+from notifier.deliveries import DeliveryStore
+from notifier.dispatcher import Dispatcher
+from notifier.sender import Sender
+from notifier.store import WebhookStore
+from notifier.webhooks import WebhookService
+from proto.nimbus.v1 import webhooks_pb2_grpc
+
+log = logging.getLogger("nimbus.notifier")
+SERVICE_NAME = "nimbus.v1.Webhooks"
+
+
+def nats_options(config: NotifierConfig) -> NatsOptions:
+    return NatsOptions(
+        servers=list(config.nats),
+        name=f"nimbus-notifier {config.instance}",
+        creds=config.nats_creds,
+        tls_ca=config.nats_tls_ca,
+        tls_cert=config.nats_tls_cert,
+        tls_key=config.nats_tls_key,
+    )
+
+
+async def serve(config: NotifierConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    nc = await connect(nats_options(config))
+    js = nc.jetstream()
+    webhooks = await WebhookStore.open(js)
+    deliveries = await DeliveryStore.open(js, config.deliveries_ttl)
+    d = config.delivery
+    sender = Sender(d.timeout, d.excerpt_bytes, config.instance)
+    dispatcher = Dispatcher(js, webhooks, deliveries, sender, config)
+    servicer = WebhooksServicer(WebhookService(webhooks), deliveries, dispatcher, js)
+    server = await start_grpc_server(
+        config.grpc,
+        [(webhooks_pb2_grpc.add_WebhooksServicer_to_server, servicer, SERVICE_NAME)],
+    )
+    consuming = asyncio.create_task(dispatcher.run(), name="dispatcher")
+    stopping = asyncio.create_task(stop.wait())
+    log.info("notifier running", extra={"instance": config.instance, "grpc": config.grpc_listen})
+    try:
+        await asyncio.wait({consuming, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if consuming.done() and consuming.exception() is not None:
+            raise consuming.exception()  # type: ignore[misc]
+    finally:
+        log.info("notifier stopping", extra={"instance": config.instance})
+        stopping.cancel()
+        await server.stop(grace=2)
+        consuming.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await consuming
+        await webhooks.close()
+        await sender.close()
+        with contextlib.suppress(Exception):
+            await nc.drain()
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def run(config: NotifierConfig) -> None:
+    logs.setup(config.log_level)
+    _install_uvloop()
+    asyncio.run(serve(config))
