@@ -81,7 +81,7 @@ async def connect(
             log.warning("NATS connection error", extra={"error": repr(exc), "attempts": failures})
 
     async def disconnected_cb() -> None:
-        log.warning("NATS disconnected", extra={"name": options.name})
+        log.warning("NATS disconnected", extra={"connection": options.name})
         if on_disconnect is not None:
             await on_disconnect()
 
@@ -114,5 +114,7 @@ async def connect(
         password=options.password or None,
     )
     url = nc.connected_url
-    log.info("NATS connected", extra={"server": url.netloc if url else "", "name": options.name})
+    log.info(
+        "NATS connected", extra={"server": url.netloc if url else "", "connection": options.name}
+    )
     return nc

@@ -2,21 +2,56 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from aiohttp import web
 
 from registry.api.middleware import handle
 from registry.api.routes import add_routes
 from registry.api.state import METRICS, SERVICES
 from registry.config import RegistryConfig
+from registry.events.durable import DurableSink
+from registry.events.outbox import Outbox
+from registry.events.publisher import JetStreamPublisher, StreamSettings
+from registry.events.schema import EventSource
 from registry.events.sink import EventSink
 from registry.metrics import RegistryMetrics
 from registry.services import Services
 from registry.storage.filesystem import FilesystemDriver
 
 
-def create_app(config: RegistryConfig, events: EventSink | None = None) -> web.Application:
+def event_sink(config: RegistryConfig, metrics: RegistryMetrics, worker: int = 0) -> DurableSink:
+    """Events on NATS JetStream, with an outbox per worker process (each locks its own)."""
+    ev = config.events
+    outbox_root = Path(ev.outbox_dir) if ev.outbox_dir else Path(config.data_dir) / "_outbox"
+    publisher = JetStreamPublisher(
+        ev.nats_options(f"nimbus-registry-{ev.site}"),
+        StreamSettings(
+            max_age=ev.stream_max_age,
+            max_bytes=ev.stream_max_bytes,
+            max_msgs=ev.stream_max_msgs,
+            duplicate_window=ev.duplicate_window,
+            replicas=ev.stream_replicas,
+        ),
+    )
+    return DurableSink(
+        publisher,
+        Outbox(outbox_root / f"worker-{worker}"),
+        EventSource.local(ev.site, config.port),
+        metrics,
+        ev.publish_timeout,
+    )
+
+
+def create_app(
+    config: RegistryConfig, events: EventSink | None = None, worker: int = 0
+) -> web.Application:
     app = web.Application(middlewares=[handle], handler_args={"max_field_size": 16384})
     driver = FilesystemDriver(config.data_dir)
+    metrics = RegistryMetrics()
+    durable: DurableSink | None = None
+    if events is None and config.events.enabled:
+        events = durable = event_sink(config, metrics, worker)
     services = Services.build(
         driver,
         events,
@@ -25,7 +60,6 @@ def create_app(config: RegistryConfig, events: EventSink | None = None) -> web.A
         link_cache_ttl=config.link_cache_ttl,
     )
     services.repositories.catalog_page = config.catalog_page_size
-    metrics = RegistryMetrics()
     services.uploads.on_complete = metrics.upload_duration.observe
     app[SERVICES] = services
     app[METRICS] = metrics
@@ -35,4 +69,15 @@ def create_app(config: RegistryConfig, events: EventSink | None = None) -> web.A
         await driver.close()
 
     app.on_cleanup.append(close_driver)
+    if durable is not None:
+        sink = durable
+
+        async def start_events(app: web.Application) -> None:
+            await sink.start()
+
+        async def stop_events(app: web.Application) -> None:
+            await sink.close()
+
+        app.on_startup.append(start_events)
+        app.on_cleanup.append(stop_events)
     return app

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -34,6 +34,33 @@ class RegistryMetrics:
             "nimbus_blob_upload_duration_seconds",
             "Time from the first to the last byte of a completed blob upload",
             buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=self.registry,
+        )
+        self.events_published = Counter(
+            "nimbus_events_published_total",
+            "Events acknowledged by JetStream, by action and path (direct, or via the outbox)",
+            ["action", "path"],
+            registry=self.registry,
+        )
+        self.events_outboxed = Counter(
+            "nimbus_events_outboxed_total",
+            "Events written to the on-disk outbox because NATS did not acknowledge in time",
+            registry=self.registry,
+        )
+        self.events_outbox_depth = Gauge(
+            "nimbus_events_outbox_depth",
+            "Events in the on-disk outbox waiting for NATS",
+            registry=self.registry,
+        )
+        self.events_outbox_skipped = Counter(
+            "nimbus_events_outbox_skipped_total",
+            "Unreadable outbox entries (corrupt or oversized) moved aside",
+            registry=self.registry,
+        )
+        self.events_publish_latency = Histogram(
+            "nimbus_events_publish_duration_seconds",
+            "Time from publishing an event to its JetStream acknowledgement",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=self.registry,
         )
 

@@ -18,8 +18,8 @@ from registry.config import RegistryConfig
 log = logging.getLogger("nimbus.registry")
 
 
-async def serve(config: RegistryConfig, reuse_port: bool = False) -> None:
-    app = create_app(config)
+async def serve(config: RegistryConfig, reuse_port: bool = False, worker: int = 0) -> None:
+    app = create_app(config, worker=worker)
     runner = web.AppRunner(
         app,
         access_log_class=JSONAccessLogger,
@@ -44,10 +44,10 @@ async def serve(config: RegistryConfig, reuse_port: bool = False) -> None:
         await runner.cleanup()
 
 
-def _worker(config: RegistryConfig) -> None:
+def _worker(config: RegistryConfig, index: int) -> None:
     logs.setup(config.log_level)
     eventloop.install(config.event_loop)
-    asyncio.run(serve(config, reuse_port=True))
+    asyncio.run(serve(config, reuse_port=True, worker=index))
 
 
 def run(config: RegistryConfig) -> None:
@@ -58,7 +58,7 @@ def run(config: RegistryConfig) -> None:
         return
     ctx = multiprocessing.get_context("spawn")
     workers = [
-        ctx.Process(target=_worker, args=(config,), daemon=True) for _ in range(config.workers)
+        ctx.Process(target=_worker, args=(config, i), daemon=True) for i in range(config.workers)
     ]
     for w in workers:
         w.start()

@@ -1,0 +1,178 @@
+"""Publishing events to the JetStream stream: connection, the stream's settings, bounded acks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from nimbus import natsconn, streams
+from nimbus.natsconn import NatsOptions
+from proto.nimbus.v1 import events_pb2
+from registry.events.schema import subject_of
+
+log = logging.getLogger("nimbus.events")
+
+Callback = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """Retention of the event stream; values <= 0 mean unlimited."""
+
+    max_age: float
+    max_bytes: int
+    max_msgs: int
+    # How long JetStream remembers event ids to drop re-published copies.
+    duplicate_window: float
+    replicas: int = 1
+
+    def config(self) -> StreamConfig:
+        return StreamConfig(
+            name=streams.EVENTS_STREAM,
+            description="Nimbus registry events (nimbus.v1.Event)",
+            subjects=[streams.EVENTS_SUBJECTS],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            discard=DiscardPolicy.OLD,
+            max_age=self.max_age if self.max_age > 0 else None,
+            max_bytes=self.max_bytes if self.max_bytes > 0 else -1,
+            max_msgs=self.max_msgs if self.max_msgs > 0 else -1,
+            duplicate_window=self.duplicate_window,
+            num_replicas=self.replicas,
+        )
+
+
+class JetStreamPublisher:
+    """Connects in the background (the registry serves while NATS is away) and publishes."""
+
+    def __init__(
+        self,
+        options: NatsOptions,
+        settings: StreamSettings,
+        on_ready: Callback | None = None,
+    ) -> None:
+        self.options = options
+        self.settings = settings
+        self.on_ready = on_ready
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._stream_ok = False
+        self._task: asyncio.Task[None] | None = None
+        self._after_reconnect: asyncio.Task[None] | None = None
+        self.connected_once = asyncio.Event()
+
+    @property
+    def ready(self) -> bool:
+        """Connected, and the stream is known to exist: worth trying a publish."""
+        return self._stream_ok and self._nc is not None and self._nc.is_connected
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._connect(), name="nats-connect")
+
+    async def _connect(self) -> None:
+        try:
+            await self._connect_and_prepare()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Events keep going to the outbox; say loudly why they are not published.
+            log.exception("cannot connect to NATS; events stay in the outbox")
+
+    async def _connect_and_prepare(self) -> None:
+        self._nc = await natsconn.connect(
+            self.options, on_reconnect=self._reconnected, on_disconnect=self._disconnected
+        )
+        self._js = self._nc.jetstream()
+        delay = 0.5
+        while not await self.ensure_stream():
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+        self.connected_once.set()
+        if self.on_ready is not None:
+            await self.on_ready()
+
+    async def _reconnected(self) -> None:
+        # Not inline: the client awaits this callback while reconnecting.
+        self._after_reconnect = asyncio.create_task(self._check_stream())
+
+    async def _check_stream(self) -> None:
+        # The server may have come back without its store; ensure_stream makes it again.
+        if await self.ensure_stream() and self.on_ready is not None:
+            await self.on_ready()
+
+    async def _disconnected(self) -> None:
+        return None
+
+    async def ensure_stream(self) -> bool:
+        """Create the stream, or bring its settings up to date; False when NATS refused."""
+        if self._js is None:
+            return False
+        config = self.settings.config()
+        try:
+            try:
+                info = await self._js.stream_info(streams.EVENTS_STREAM)
+            except NotFoundError:
+                await self._js.add_stream(config)
+                log.info("event stream created", extra={"stream": streams.EVENTS_STREAM})
+            else:
+                if _differs(info.config, config):
+                    await self._js.update_stream(config)
+                    log.info("event stream updated", extra={"stream": streams.EVENTS_STREAM})
+        except Exception as exc:
+            self._stream_ok = False
+            log.warning(
+                "cannot create or update the event stream",
+                extra={"stream": streams.EVENTS_STREAM, "error": repr(exc)},
+            )
+            return False
+        self._stream_ok = True
+        return True
+
+    async def publish(self, event: events_pb2.Event, ack_wait: float) -> int:
+        """Publish and await the JetStream ack for at most ``ack_wait`` seconds.
+
+        Returns the stream sequence. Raises on timeout, disconnection or refusal.
+        """
+        if self._js is None:
+            raise ConnectionError("not connected to NATS")
+        ack = await self._js.publish(
+            subject_of(event),
+            event.SerializeToString(),
+            timeout=ack_wait,
+            stream=streams.EVENTS_STREAM,
+            headers={
+                streams.MSG_ID_HEADER: event.id,
+                streams.CONTENT_TYPE_HEADER: streams.EVENT_CONTENT_TYPE,
+            },
+        )
+        return int(ack.seq)
+
+    async def close(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self._nc is not None and not self._nc.is_closed:
+            await self._nc.close()
+
+
+def _differs(current: StreamConfig | None, wanted: StreamConfig) -> bool:
+    if current is None:
+        return True
+    keys = ("subjects", "max_age", "max_bytes", "max_msgs", "duplicate_window", "num_replicas")
+    for key in keys:
+        have, want = getattr(current, key), getattr(wanted, key)
+        if key == "max_age":
+            have, want = have or 0, want or 0
+        if have != want:
+            return True
+    return False
