@@ -26,6 +26,8 @@ REPLICATOR_CONSUMER = "nimbus-replicator"
 # Key-value buckets.
 WEBHOOKS_BUCKET = "nimbus-webhooks"
 PEERS_BUCKET = "nimbus-peers"
+REPLICATION_FAILURES_BUCKET = "nimbus-replication-failures"
+REPLICATION_STATUS_BUCKET = "nimbus-replication-status"
 DELIVERIES_BUCKET = "nimbus-deliveries"
 
 
@@ -49,3 +51,8 @@ def site_subjects(site: str) -> str:
 def action_subjects(action: str) -> str:
     """Filter for one action at every site."""
     return f"{EVENTS_SUBJECT_PREFIX}.*.{_token(action, 'action')}"
+
+
+def replicator_consumer(site: str, peer: str) -> str:
+    """The durable consumer of one peer of one site: a slow peer only holds back its own."""
+    return f"{REPLICATOR_CONSUMER}-{_token(site, 'site')}-{_token(peer, 'peer')}"
