@@ -49,14 +49,18 @@ class Digest:
 
     @classmethod
     def parse(cls, value: str) -> Digest:
-        """Parse and check a digest; unknown algorithms are UNSUPPORTED, bad form DIGEST_INVALID."""
+        """Parse and check a digest: a bad form or an algorithm we cannot verify is DIGEST_INVALID.
+
+        Distribution answers an unsupported algorithm the same way, and the spec allows only
+        400/404 on the endpoints that take digests (UNSUPPORTED is the 405 of a method).
+        """
         if not DIGEST_RE.match(value):
             raise OCIError(ErrorCode.DIGEST_INVALID, "invalid digest", detail={"digest": value})
         algorithm, _, encoded = value.partition(":")
         length = ALGORITHMS.get(algorithm)
         if length is None:
             raise OCIError(
-                ErrorCode.UNSUPPORTED,
+                ErrorCode.DIGEST_INVALID,
                 f"unsupported digest algorithm {algorithm!r}",
                 detail={"digest": value},
             )
