@@ -23,7 +23,8 @@ class ErrorCode(Enum):
     TAG_INVALID = ("TAG_INVALID", 400, "manifest tag did not match URI")
     UNAUTHORIZED = ("UNAUTHORIZED", 401, "authentication required")
     DENIED = ("DENIED", 403, "requested access to the resource is denied")
-    UNSUPPORTED = ("UNSUPPORTED", 415, "the operation is unsupported")
+    # 405 as in Distribution: the method or operation is not offered here.
+    UNSUPPORTED = ("UNSUPPORTED", 405, "the operation is unsupported")
     TOOMANYREQUESTS = ("TOOMANYREQUESTS", 429, "too many requests")
     RANGE_INVALID = ("RANGE_INVALID", 416, "invalid content range")
     PAGINATION_NUMBER_INVALID = ("PAGINATION_NUMBER_INVALID", 400, "invalid number of results")

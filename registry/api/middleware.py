@@ -60,7 +60,11 @@ async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
             response = error_response(OCIError(ErrorCode.NAME_UNKNOWN, "no such route"), request_id)
         elif exc.status == 405:
             response = error_response(
-                OCIError(ErrorCode.UNSUPPORTED, f"{request.method} is not allowed here"),
+                OCIError(
+                    ErrorCode.UNSUPPORTED,
+                    f"{request.method} is not allowed here",
+                    headers={"Allow": exc.headers.get("Allow", "")},
+                ),
                 request_id,
             )
         else:
