@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP  := $(VENV)/.installed
 
-.PHONY: install up test test-deps bench lint proto clean
+.PHONY: install up test test-deps bench bench-deps lint proto clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,7 +31,12 @@ test-deps: install
 test: test-deps
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-bench: test-deps
+# wrk: the HTTP load generator of the benchmarks.
+bench-deps: test-deps
+	@command -v wrk >/dev/null || { echo "installing wrk"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk; }
+
+bench: bench-deps
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: install
