@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from google.protobuf.json_format import MessageToDict
-
+from nimbus import eventjson
 from proto.nimbus.v1 import events_pb2, webhooks_pb2
 
-DISTRIBUTION_V1 = "application/vnd.docker.distribution.events.v1+json"
+DISTRIBUTION_V1 = eventjson.ENVELOPE_MEDIA_TYPE
 DISTRIBUTION_V2 = "application/vnd.docker.distribution.events.v2+json"
 CLOUDEVENTS = "application/cloudevents+json"
 CLOUDEVENT_TYPE_PREFIX = "io.nimbus.registry."
@@ -20,17 +19,6 @@ CONTENT_TYPES: dict[int, str] = {
     webhooks_pb2.BODY_FORMAT_DISTRIBUTION_V2: DISTRIBUTION_V2,
     webhooks_pb2.BODY_FORMAT_CLOUDEVENTS: CLOUDEVENTS,
 }
-
-
-def event_dict(event: events_pb2.Event) -> dict[str, Any]:
-    """The event as Distribution's notifications write it (sizes as JSON numbers)."""
-    data: dict[str, Any] = MessageToDict(event)
-    target = data.get("target")
-    if target is not None:
-        for key in ("size", "length"):
-            if key in target:
-                target[key] = int(target[key])
-    return data
 
 
 def cloudevent(event: events_pb2.Event) -> dict[str, Any]:
@@ -47,12 +35,14 @@ def cloudevent(event: events_pb2.Event) -> dict[str, Any]:
         "subject": subject,
         "time": event.timestamp.ToJsonString(),
         "datacontenttype": "application/json",
-        "data": event_dict(event),
+        "data": eventjson.to_dict(event),
     }
 
 
 def render(event: events_pb2.Event, body_format: int) -> tuple[bytes, str]:
     """The body and its content type."""
     content_type = CONTENT_TYPES.get(body_format, DISTRIBUTION_V1)
-    payload = cloudevent(event) if content_type == CLOUDEVENTS else {"events": [event_dict(event)]}
+    payload = (
+        cloudevent(event) if content_type == CLOUDEVENTS else {"events": [eventjson.to_dict(event)]}
+    )
     return json.dumps(payload, separators=(",", ":")).encode(), content_type

@@ -136,12 +136,15 @@ class Dispatcher:
         self._lanes: dict[tuple[str, str], deque[Job]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._room = asyncio.Event()
-        self._running = False
+        self._sub: JetStreamContext.PullSubscription | None = None
 
     # -- consuming ---------------------------------------------------------------------------
 
-    async def _consumer(self) -> JetStreamContext.PullSubscription:
-        """Bind to the shared durable consumer, creating it when this is the first replica."""
+    async def open(self) -> None:
+        """Bind to the shared durable consumer, creating it when this is the first replica.
+
+        Waits for the event stream (the registry creates it) when it does not exist yet.
+        """
         waiting_logged = False
         while True:
             try:
@@ -163,12 +166,14 @@ class Dispatcher:
             filter_subject=EVENTS_SUBJECTS,
         )
         await self._js.add_consumer(EVENTS_STREAM, consumer)
-        return await self._js.pull_subscribe_bind(NOTIFIER_CONSUMER, stream=EVENTS_STREAM)
+        self._sub = await self._js.pull_subscribe_bind(NOTIFIER_CONSUMER, stream=EVENTS_STREAM)
 
     async def run(self) -> None:
         """Consume until cancelled; messages still held then are handed back (nak)."""
-        sub = await self._consumer()
-        self._running = True
+        if self._sub is None:
+            await self.open()
+        sub = self._sub
+        assert sub is not None
         heartbeat = asyncio.create_task(self._heartbeat(), name="progress-acks")
         limit = self._config.consumer.max_ack_pending
         batch = self._config.consumer.fetch_batch
@@ -190,7 +195,6 @@ class Dispatcher:
                 for msg in msgs:
                     await self._dispatch(msg)
         finally:
-            self._running = False
             heartbeat.cancel()
             await self._hand_back()
             with contextlib.suppress(Exception):

@@ -21,6 +21,7 @@ from proto.nimbus.v1 import webhooks_pb2_grpc
 
 log = logging.getLogger("nimbus.notifier")
 SERVICE_NAME = "nimbus.v1.Webhooks"
+OPEN_WAIT = 5.0
 
 
 def nats_options(config: NotifierConfig) -> NatsOptions:
@@ -48,11 +49,15 @@ async def serve(config: NotifierConfig) -> None:
     sender = Sender(d.timeout, d.excerpt_bytes, config.instance)
     dispatcher = Dispatcher(js, webhooks, deliveries, sender, config)
     servicer = WebhooksServicer(WebhookService(webhooks), deliveries, dispatcher, js)
+    # The consumer exists before the API answers, so events after a webhook's creation reach it;
+    # without the stream yet (no registry has started), the API serves while the consumer waits.
+    opening = asyncio.create_task(dispatcher.open(), name="consumer")
+    await asyncio.wait({opening}, timeout=OPEN_WAIT)
     server = await start_grpc_server(
         config.grpc,
         [(webhooks_pb2_grpc.add_WebhooksServicer_to_server, servicer, SERVICE_NAME)],
     )
-    consuming = asyncio.create_task(dispatcher.run(), name="dispatcher")
+    consuming = asyncio.create_task(_consume(opening, dispatcher), name="dispatcher")
     stopping = asyncio.create_task(stop.wait())
     log.info("notifier running", extra={"instance": config.instance, "grpc": config.grpc_listen})
     try:
@@ -70,6 +75,15 @@ async def serve(config: NotifierConfig) -> None:
         await sender.close()
         with contextlib.suppress(Exception):
             await nc.drain()
+
+
+async def _consume(opening: asyncio.Task[None], dispatcher: Dispatcher) -> None:
+    try:
+        await opening
+    except Exception:
+        log.exception("cannot open the event consumer")
+        raise
+    await dispatcher.run()
 
 
 def _install_uvloop() -> None:

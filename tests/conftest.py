@@ -5,4 +5,6 @@ pytest_plugins = [
     "tests.fixtures.registry",
     "tests.fixtures.nats",
     "tests.fixtures.distribution",
+    "tests.fixtures.s3",
+    "tests.fixtures.notifier",
 ]

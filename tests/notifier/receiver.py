@@ -1,0 +1,101 @@
+"""A real webhook receiver: an aiohttp server on a loopback port that records every request.
+
+Its answers are scripted: a queue of statuses to give first (then `default_status`), or
+`hang` to accept requests and never answer. It can be started late, stopped and started again
+on the same port, to play a receiver that is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from tests.fixtures.registry import free_port
+
+
+@dataclass
+class Received:
+    headers: dict[str, str]
+    body: bytes
+    status: int
+    at: float
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def webhook_id(self) -> str:
+        return self.headers["webhook-id"]
+
+
+class Receiver:
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.requests: list[Received] = []
+        self.script: deque[int] = deque()
+        self.default_status = 200
+        self.extra_headers: dict[str, str] = {}
+        self.hang = False
+        self._runner: web.AppRunner | None = None
+        self._changed = asyncio.Condition()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    @property
+    def delivered(self) -> list[Received]:
+        """Requests answered with 2xx."""
+        return [r for r in self.requests if 200 <= r.status < 300]
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if self.hang:
+            await asyncio.sleep(3600)
+        status = self.script.popleft() if self.script else self.default_status
+        self.requests.append(Received(dict(request.headers), body, status, time.monotonic()))
+        async with self._changed:
+            self._changed.notify_all()
+        return web.Response(status=status, text=f"answer {status}", headers=self.extra_headers)
+
+    async def start(self) -> Receiver:
+        app = web.Application()
+        app.router.add_post("/hook", self._handle)
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def wait_delivered(self, count: int, within: float = 30.0) -> list[Received]:
+        """Wait until `count` requests were answered with 2xx; all of them."""
+
+        def enough() -> bool:
+            return len(self.delivered) >= count
+
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(enough), within)
+            except TimeoutError:
+                raise AssertionError(
+                    f"{len(self.delivered)} of {count} deliveries arrived within {within}s "
+                    f"({len(self.requests)} requests)"
+                ) from None
+        return self.delivered
+
+    async def wait_requests(self, count: int, within: float = 30.0) -> list[Received]:
+        async with self._changed:
+            await asyncio.wait_for(
+                self._changed.wait_for(lambda: len(self.requests) >= count), within
+            )
+        return self.requests
