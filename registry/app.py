@@ -6,6 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from registry.api.auth import install as install_auth
 from registry.api.middleware import handle
 from registry.api.routes import add_routes
 from registry.api.state import METRICS, SERVICES
@@ -64,6 +65,7 @@ def create_app(
     app[SERVICES] = services
     app[METRICS] = metrics
     add_routes(app)
+    install_auth(app, config)
 
     async def close_driver(app: web.Application) -> None:
         await driver.close()

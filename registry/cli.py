@@ -43,6 +43,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="emit manifest pulls (off)",
     )
+    admin = parser.add_argument_group("gRPC admin API")
+    admin.add_argument("--grpc-listen", help='HOST:PORT of the admin API (127.0.0.1:50051; "" off)')
+    admin.add_argument("--admin-token", help="bearer token every gRPC call must carry")
+    admin.add_argument("--grpc-tls-cert", help="PEM certificate: serve gRPC over TLS")
+    admin.add_argument("--grpc-tls-key", help="PEM key of --grpc-tls-cert")
+    admin.add_argument("--gc-grace", type=float, help="seconds unreferenced blobs are kept (3600)")
+    admin.add_argument(
+        "--gc-upload-max-age", type=float, help="seconds before idle uploads are removed (86400)"
+    )
+    auth = parser.add_argument_group("authentication (off unless set; rules in --config)")
+    auth.add_argument("--htpasswd", help="bcrypt htpasswd file (htpasswd -B) of the users")
+    auth.add_argument("--auth-realm", help="realm of the Basic challenge (nimbus)")
+    auth.add_argument(
+        "--auth-token",
+        action="store_true",
+        default=None,
+        help="Bearer token mode with the built-in token endpoint /auth/token",
+    )
+    auth.add_argument("--auth-token-realm", help="token endpoint URL sent to clients")
+    auth.add_argument("--auth-token-service", help="service (token audience) (nimbus-registry)")
+    auth.add_argument("--auth-token-issuer", help="token issuer (nimbus)")
+    auth.add_argument("--auth-token-key", help="PEM EC P-256 signing key of the built-in issuer")
+    auth.add_argument("--auth-token-expiry", type=int, help="token lifetime in seconds (300)")
+    auth.add_argument("--auth-token-cert", help="external issuer: its PEM certificate bundle")
+    auth.add_argument("--auth-token-jwks", help="external issuer: its JWKS file or URL")
 
 
 def flags(args: argparse.Namespace) -> dict[str, Any]:
@@ -66,7 +91,32 @@ def flags(args: argparse.Namespace) -> dict[str, Any]:
         "data_dir": args.data_dir,
         "workers": args.workers,
         "log_level": args.log_level,
+        "grpc_listen": args.grpc_listen,
+        "admin_token": args.admin_token,
+        "grpc_tls_cert": args.grpc_tls_cert,
+        "grpc_tls_key": args.grpc_tls_key,
+        "gc_grace": args.gc_grace,
+        "gc_upload_max_age": args.gc_upload_max_age,
         "events": {k: v for k, v in events.items() if v is not None},
+        "auth": auth_flags(args),
+    }
+
+
+def auth_flags(args: argparse.Namespace) -> dict[str, Any]:
+    token: dict[str, Any] = {
+        "enabled": args.auth_token,
+        "realm": args.auth_token_realm,
+        "service": args.auth_token_service,
+        "issuer": args.auth_token_issuer,
+        "key": args.auth_token_key,
+        "expiry": args.auth_token_expiry,
+        "certificate": args.auth_token_cert,
+        "jwks": args.auth_token_jwks,
+    }
+    auth: dict[str, Any] = {"htpasswd": args.htpasswd, "realm": args.auth_realm}
+    return {
+        **{k: v for k, v in auth.items() if v is not None},
+        "token": {k: v for k, v in token.items() if v is not None},
     }
 
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from nimbus.config import ConfigError, split_hostport
 from nimbus.eventloop import LOOPS
+from nimbus.grpcserver import GrpcServerConfig
 from nimbus.natsconn import NatsOptions
+
+STORAGE_DRIVERS = ("filesystem", "s3")
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
 @dataclass
@@ -81,6 +87,137 @@ class EventsConfig:
 
 
 @dataclass
+class TokenAuthConfig:
+    """Bearer tokens (the Docker token specification), from the built-in or an external issuer."""
+
+    enabled: bool = False
+    # The token endpoint clients are sent to; default: this registry's /auth/token.
+    realm: str = ""
+    service: str = "nimbus-registry"
+    issuer: str = "nimbus"
+    # Built-in issuer: PEM EC P-256 key; default <data_dir>/auth/token.key, made at first start.
+    key: str = ""
+    expiry: int = 300
+    # Refresh tokens for OAuth2 clients (`access_type=offline`); void once the password changes.
+    refresh_expiry: int = 30 * 24 * 3600
+    # External issuer: its PEM certificate bundle, or its JWKS (file or http(s) URL).
+    certificate: str = ""
+    jwks: str = ""
+
+    @property
+    def external(self) -> bool:
+        return bool(self.certificate or self.jwks)
+
+    @property
+    def active(self) -> bool:
+        return self.enabled or bool(self.realm) or self.external
+
+
+@dataclass
+class AuthConfig:
+    """Authentication and access rules; off while nothing here is set."""
+
+    htpasswd: str = ""
+    realm: str = "nimbus"
+    # Failed logins allowed per client address within the window (seconds) before 429.
+    login_attempts: int = 10
+    login_window: int = 60
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    # Rules: {repositories: [globs], actions: [pull, push, delete], users, groups, anonymous}.
+    access: list[dict[str, Any]] = field(default_factory=list)
+    token: TokenAuthConfig = field(default_factory=TokenAuthConfig)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.htpasswd or self.access or self.token.active)
+
+    def validate(self) -> None:
+        from registry.auth.access import AccessConfigError, AccessPolicy
+
+        try:
+            AccessPolicy.from_config(self.access, self.groups)
+        except AccessConfigError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.login_attempts < 1 or self.login_window < 1:
+            raise ConfigError("auth.login_attempts and auth.login_window: at least 1")
+        token = self.token
+        if token.certificate and token.jwks:
+            raise ConfigError("auth.token.certificate and auth.token.jwks: set one, not both")
+        if token.external and not token.realm:
+            raise ConfigError("auth.token.realm: required with an external token issuer")
+        if token.external and token.key:
+            raise ConfigError("auth.token.key: only for the built-in issuer, not an external one")
+        if token.active and not (0 < token.expiry <= 24 * 3600):
+            raise ConfigError("auth.token.expiry: between 1 and 86400 seconds")
+        if token.active and token.refresh_expiry < 1:
+            raise ConfigError("auth.token.refresh_expiry: at least 1 second")
+        if token.realm and not token.realm.startswith(("http://", "https://")):
+            raise ConfigError("auth.token.realm: an http(s) URL")
+        for key, value in (("service", token.service), ("issuer", token.issuer)):
+            if token.active and (not value or '"' in value or "\\" in value):
+                raise ConfigError(f"auth.token.{key}: a non-empty string without quotes")
+        if '"' in self.realm or "\\" in self.realm:
+            raise ConfigError("auth.realm: no quotes or backslashes")
+
+
+@dataclass
+class S3Config:
+    """An S3 bucket (or an S3-compatible store) holding the registry's files under a prefix."""
+
+    bucket: str = ""
+    prefix: str = ""
+    # Empty: the region of the AWS configuration (AWS_REGION, ~/.aws/config).
+    region: str = ""
+    # S3-compatible stores: their URL, e.g. http://127.0.0.1:9000; empty for AWS S3.
+    endpoint_url: str = ""
+    # Address buckets as URL paths (http://host/bucket/key) rather than host names.
+    path_style: bool = False
+    # Empty: the usual AWS sources (environment, shared credentials file, instance role).
+    access_key_id: str = ""
+    secret_access_key: str = ""
+    # Answer blob GETs with a 307 to a presigned URL instead of proxying the bytes.
+    redirect: bool = False
+    # Parts of multipart uploads; a writer buffers at most one. S3 allows 5 MiB to 5 GiB and
+    # 10,000 parts, so this also bounds the largest blob (10 MiB parts: about 97 GiB).
+    multipart_part_size: int = 10 * 1024 * 1024
+
+    def validate(self) -> None:
+        if not self.bucket:
+            raise ConfigError("storage.s3.bucket: required with storage.driver s3")
+        if not _BUCKET_RE.match(self.bucket):
+            raise ConfigError(
+                f"storage.s3.bucket: {self.bucket!r} is not a bucket name "
+                "(3-63 of a-z, 0-9, '.', '-')"
+            )
+        if any(p in (".", "..") for p in self.prefix.split("/")):
+            raise ConfigError("storage.s3.prefix: no '.' or '..' components")
+        if self.endpoint_url and not self.endpoint_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"storage.s3.endpoint_url: {self.endpoint_url!r} is not an http(s) URL"
+            )
+        if bool(self.access_key_id) != bool(self.secret_access_key):
+            raise ConfigError(
+                "storage.s3.access_key_id and secret_access_key: give both or neither"
+            )
+        if not 5 * 1024 * 1024 <= self.multipart_part_size <= 5 * 1024 * 1024 * 1024:
+            raise ConfigError("storage.s3.multipart_part_size: between 5 MiB and 5 GiB, in bytes")
+
+
+@dataclass
+class StorageConfig:
+    """Where blobs, manifests and uploads live: `filesystem` (under data_dir) or `s3`."""
+
+    driver: str = "filesystem"
+    s3: S3Config = field(default_factory=S3Config)
+
+    def validate(self) -> None:
+        if self.driver not in STORAGE_DRIVERS:
+            raise ConfigError(f"storage.driver: one of {', '.join(STORAGE_DRIVERS)}")
+        if self.driver == "s3":
+            self.s3.validate()
+
+
+@dataclass
 class RegistryConfig:
     listen: str = "127.0.0.1:5000"
     data_dir: str = "./data"
@@ -94,9 +231,25 @@ class RegistryConfig:
     # The standard loop has zero-copy sendfile for blobs; see nimbus/eventloop.py.
     event_loop: str = "asyncio"
     events: EventsConfig = field(default_factory=EventsConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    # The gRPC admin API (nimbus.v1.Registry, health, reflection); "" turns it off.
+    grpc_listen: str = "127.0.0.1:50051"
+    # When set, every gRPC call needs `authorization: Bearer <token>` (NIMBUS_ADMIN_TOKEN).
+    admin_token: str = ""
+    grpc_tls_cert: str = ""
+    grpc_tls_key: str = ""
+    # Garbage collection keeps unreferenced blobs younger than this (seconds), so pushes in
+    # progress are safe, and removes upload sessions idle for longer than gc_upload_max_age.
+    gc_grace: float = 3600.0
+    gc_upload_max_age: float = 24 * 3600.0
 
     def validate(self) -> None:
         split_hostport(self.listen, "listen")
+        if self.grpc_listen:
+            self.grpc().validate("grpc")
+        if self.gc_grace < 0 or self.gc_upload_max_age < 0:
+            raise ConfigError("gc_grace and gc_upload_max_age: 0 or more seconds")
         if self.workers < 1:
             raise ConfigError("workers: must be at least 1")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
@@ -108,6 +261,17 @@ class RegistryConfig:
         if self.link_cache_ttl < 0:
             raise ConfigError("link_cache_ttl: must be 0 or more seconds")
         self.events.validate()
+        self.storage.validate()
+        self.auth.validate()
+
+    def grpc(self) -> GrpcServerConfig:
+        return GrpcServerConfig(
+            self.grpc_listen,
+            admin_token=self.admin_token,
+            tls_cert=self.grpc_tls_cert,
+            tls_key=self.grpc_tls_key,
+            reuse_port=self.workers > 1,
+        )
 
     @property
     def host(self) -> str:

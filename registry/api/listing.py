@@ -6,6 +6,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from registry.api.auth import catalog_filter
 from registry.api.request import query_value, repository_name
 from registry.api.state import services
 from registry.services.repositories import Page, parse_page_size
@@ -30,5 +31,7 @@ async def list_tags(request: web.Request) -> web.Response:
 
 async def catalog(request: web.Request) -> web.Response:
     n = parse_page_size(request.query.get("n"))
-    page = await services(request).repositories.catalog(n, query_value(request, "last"))
+    page = await services(request).repositories.catalog(
+        n, query_value(request, "last"), visible=catalog_filter(request)
+    )
     return _response("/v2/_catalog", "repositories", page, n, {})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from registry.errors import ErrorCode, OCIError
@@ -70,5 +71,11 @@ class RepositoryService:
             )
         return sorted(found)
 
-    async def catalog(self, n: int | None, last: str | None) -> Page:
-        return paginate(await self.all_repositories(), n, last, self.catalog_page)
+    async def catalog(
+        self, n: int | None, last: str | None, visible: Callable[[str], bool] | None = None
+    ) -> Page:
+        """A page of repositories; ``visible`` hides the ones a caller may not see."""
+        names = await self.all_repositories()
+        if visible is not None:
+            names = [name for name in names if visible(name)]
+        return paginate(names, n, last, self.catalog_page)

@@ -1,0 +1,213 @@
+"""The authentication middleware: who is calling, and may they do what the route does.
+
+It runs inside the error middleware (`registry.api.middleware.handle`), so its refusals are
+`OCIError`s rendered like every other error: 401 UNAUTHORIZED with a `WWW-Authenticate`
+challenge (Basic, or Bearer naming the token endpoint and the scope to ask for), 403 DENIED,
+429 TOOMANYREQUESTS. Credentials and tokens never reach a log line or an error detail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from registry.api.request import ACTOR_KEY
+from registry.auth.scopes import RouteAccess, route_access
+from registry.auth.service import (
+    ANONYMOUS,
+    AuthService,
+    Identity,
+    LoginRefused,
+    LoginThrottled,
+    Mode,
+    Verdict,
+    refresh_external_keys,
+)
+from registry.auth.tokens import TokenError
+from registry.config import AuthConfig, RegistryConfig
+from registry.errors import ErrorCode, OCIError
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = logging.getLogger("nimbus.auth")
+
+AUTH = web.AppKey("auth", AuthService)
+AUTH_CONFIG = web.AppKey("auth_config", AuthConfig)
+TOKEN_PATH = "/auth/token"
+_VISIBLE_KEY = "nimbus.catalog_visible"
+# How often an external issuer's certificates or JWKS are fetched again from a URL.
+EXTERNAL_KEYS_REFRESH = 300.0
+
+
+def catalog_filter(request: web.Request) -> Callable[[str], bool] | None:
+    """Which repositories the caller may see in `_catalog` (None: all of them)."""
+    visible: Callable[[str], bool] | None = request.get(_VISIBLE_KEY)
+    return visible
+
+
+def client_address(request: web.Request) -> str:
+    return request.remote or ""
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def token_realm(request: web.Request, configured: str) -> str:
+    """The configured token endpoint, or this registry's own as the client reached it."""
+    if configured:
+        return configured
+    return f"{request.scheme}://{request.host}{TOKEN_PATH}"
+
+
+def challenge(request: web.Request, route: RouteAccess, error: str | None = None) -> str:
+    config = request.app[AUTH_CONFIG]
+    if request.app[AUTH].mode is Mode.BASIC:
+        return basic_challenge(config.realm)
+    parts = [
+        f'realm="{_quote(token_realm(request, config.token.realm))}"',
+        f'service="{_quote(config.token.service)}"',
+    ]
+    if route.challenge:
+        parts.append(f'scope="{_quote(" ".join(r.scope for r in route.challenge))}"')
+    if error:
+        parts.append(f'error="{error}"')
+    return "Bearer " + ",".join(parts)
+
+
+def basic_challenge(realm: str) -> str:
+    return f'Basic realm="{_quote(realm)}",charset="UTF-8"'
+
+
+def _detail(route: RouteAccess) -> list[dict[str, str]]:
+    return [
+        {"Type": r.type, "Name": r.name, "Action": action}
+        for r in route.challenge
+        for action in sorted(r.actions)
+    ]
+
+
+def unauthorized(
+    request: web.Request, route: RouteAccess, message: str = "", error: str | None = None
+) -> OCIError:
+    return OCIError(
+        ErrorCode.UNAUTHORIZED,
+        message,
+        detail=_detail(route) or None,
+        headers={"WWW-Authenticate": challenge(request, route, error)},
+    )
+
+
+def basic_credentials(value: str) -> tuple[str, str] | None:
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else None
+
+
+async def basic_login(
+    request: web.Request, value: str, refused: Callable[[str], OCIError]
+) -> Identity:
+    """The user of a Basic `Authorization` value; empty credentials are anonymous."""
+    auth = request.app[AUTH]
+    credentials = basic_credentials(value)
+    if credentials is None:
+        raise refused("malformed Basic credentials")
+    user, password = credentials
+    if not user and not password:
+        # containers/image sends `Basic :` when it has no credentials.
+        return ANONYMOUS
+    try:
+        return await auth.login(user, password, client_address(request))
+    except LoginThrottled as exc:
+        raise OCIError(
+            ErrorCode.TOOMANYREQUESTS,
+            "too many failed logins from this address",
+            headers={"Retry-After": str(exc.retry_after)},
+        ) from None
+    except LoginRefused as exc:
+        raise refused(str(exc)) from None
+
+
+async def _identify(request: web.Request, route: RouteAccess) -> Identity:
+    auth = request.app[AUTH]
+    header = request.headers.get("Authorization")
+    if not header:
+        return ANONYMOUS
+    scheme, _, value = header.strip().partition(" ")
+    scheme = scheme.lower()
+    if scheme == "bearer" and auth.mode is Mode.TOKEN:
+        try:
+            return auth.bearer(value.strip())
+        except TokenError as exc:
+            raise unauthorized(request, route, str(exc), "invalid_token") from None
+    # Basic is the scheme of Basic mode; in token mode it also works with the built-in issuer,
+    # whose users are ours (handy for curl), though clients follow the Bearer challenge.
+    if scheme == "basic" and (auth.mode is Mode.BASIC or auth.issuer is not None):
+        return await basic_login(request, value, lambda m: unauthorized(request, route, m))
+    raise unauthorized(request, route, f"{auth.mode.value} authentication required")
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    match = request.match_info
+    route = route_access(match.route.name, request.method, match.get("name"), request.query)
+    if route.public:
+        return await handler(request)
+    identity = await _identify(request, route)
+    decision = request.app[AUTH].decide(identity, route)
+    if decision.verdict is Verdict.CHALLENGE:
+        raise unauthorized(request, route)
+    if decision.verdict is Verdict.INSUFFICIENT_SCOPE:
+        raise unauthorized(request, route, "token lacks the access needed", "insufficient_scope")
+    if decision.verdict is Verdict.DENY:
+        raise OCIError(ErrorCode.DENIED, detail=_detail(route) or None)
+    request[ACTOR_KEY] = identity.name
+    if route.catalog:
+        request[_VISIBLE_KEY] = decision.visible
+    if not decision.mount_allowed:
+        # The caller may not read the mount source: upload without mounting, as the spec allows.
+        kept = [(k, v) for k, v in request.query.items() if k != "from"]
+        request = request.clone(rel_url=request.rel_url.with_query(kept))
+    return await handler(request)
+
+
+def install(app: web.Application, config: RegistryConfig) -> None:
+    """Turn authentication on for ``app`` when the configuration asks for it."""
+    if not config.auth.enabled:
+        return
+    from registry.api.token import add_token_routes
+
+    app[AUTH_CONFIG] = config.auth
+    app.middlewares.append(authenticate)
+    token = config.auth.token
+    if token.active and not token.external:
+        add_token_routes(app, TOKEN_PATH)
+    refresher: list[asyncio.Task[None]] = []
+
+    async def start(app: web.Application) -> None:
+        app[AUTH] = await AuthService.build(config.auth, config.data_dir)
+        if (token.certificate or token.jwks).startswith(("http://", "https://")):
+            refresher.append(asyncio.create_task(_refresh_keys(app[AUTH], config)))
+
+    async def stop(app: web.Application) -> None:
+        for task in refresher:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+
+
+async def _refresh_keys(auth: AuthService, config: RegistryConfig) -> None:
+    while True:
+        await asyncio.sleep(EXTERNAL_KEYS_REFRESH)
+        await refresh_external_keys(auth, config.auth.token.certificate, config.auth.token.jwks)
