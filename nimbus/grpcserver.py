@@ -36,6 +36,8 @@ class GrpcServerConfig:
     admin_token: str = ""  # when set, every call needs `authorization: Bearer <token>`
     tls_cert: str = ""  # PEM paths; TLS on when both are set
     tls_key: str = ""
+    # Several processes of one service may share the port; otherwise a taken port is an error.
+    reuse_port: bool = False
 
     def validate(self, prefix: str = "grpc") -> None:
         split_hostport(self.listen, f"{prefix}_listen")
@@ -114,7 +116,8 @@ async def start_grpc_server(
 ) -> grpc.aio.Server:
     """Start serving `services` (plus health and reflection) on `config.listen`."""
     interceptors = [BearerTokenInterceptor(config.admin_token)] if config.admin_token else []
-    server = grpc.aio.server(interceptors=interceptors)
+    options = [("grpc.so_reuseport", 1 if config.reuse_port else 0)]
+    server = grpc.aio.server(interceptors=interceptors, options=options)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = []

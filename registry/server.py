@@ -11,7 +11,9 @@ import signal
 from aiohttp import web
 
 from nimbus import eventloop, logs
+from registry.admin.server import start_admin_server
 from registry.api.middleware import JSONAccessLogger
+from registry.api.state import SERVICES
 from registry.app import create_app
 from registry.config import RegistryConfig
 
@@ -29,6 +31,7 @@ async def serve(config: RegistryConfig, reuse_port: bool = False, worker: int = 
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, reuse_port=reuse_port, backlog=1024)
     await site.start()
+    admin = await start_admin_server(config, app[SERVICES]) if config.grpc_listen else None
     log.info(
         "registry listening",
         extra={"listen": config.listen, "pid": os.getpid(), "data_dir": config.data_dir},
@@ -41,6 +44,8 @@ async def serve(config: RegistryConfig, reuse_port: bool = False, worker: int = 
         await stop.wait()
     finally:
         log.info("registry stopping", extra={"pid": os.getpid()})
+        if admin is not None:
+            await admin.stop(grace=2)
         await runner.cleanup()
 
 

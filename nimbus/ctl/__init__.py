@@ -25,7 +25,9 @@ from nimbus.ctl.config import CtlConfig
 from nimbus.ctl.output import Output, describe_rpc_error
 
 # One line per area: the module under nimbus.ctl that adds its commands.
-AREAS: list[str] = []
+AREAS: list[str] = [
+    "registry",
+]
 
 DEFAULT_CONFIG = Path("~/.config/nimbus/ctl.yaml")
 

@@ -173,10 +173,12 @@ class UploadService:
             )
         writer = await self.driver.writer(data_path, append=True)
         await writer.commit()
+        # Link before looking for the data: a garbage collection setting an unreferenced copy
+        # aside either sees this fresh link and puts it back, or is seen here as missing data.
+        await self.blobs.link(name, digest)
         blob_path = paths.blob_data(digest)
         if await self.driver.stat(blob_path) is None:
             await self.driver.move(data_path, blob_path)
-        await self.blobs.link(name, digest)
         await self._forget(name, upload_id)
         if self.on_complete is not None:
             self.on_complete(time.monotonic() - started)

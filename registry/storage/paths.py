@@ -6,6 +6,7 @@
     repositories/<name>/_manifests/tags/<tag>/current/link     tag -> manifest digest
     repositories/<name>/_referrers/<alg>/<hex>/<alg>-<hex>     referrer descriptor of a subject
     repositories/<name>/_uploads/<uuid>/data, startedat        upload sessions
+    _gc/trash/<run>/<alg>-<hex>                                blob set aside by a collection
 
 Name components start with [a-z0-9], so the underscore directories never collide with names.
 """
@@ -20,6 +21,7 @@ LAYERS = "_layers"
 MANIFESTS = "_manifests"
 UPLOADS = "_uploads"
 REFERRERS = "_referrers"
+GC_TRASH = "_gc/trash"
 # A directory holding any of these is a repository. Upload sessions alone are not: a
 # refused or cancelled push must not bring a repository into being.
 REPOSITORY_MARKERS = frozenset({LAYERS, MANIFESTS})
@@ -87,3 +89,11 @@ def upload_data(name: str, upload_id: str) -> str:
 
 def upload_started(name: str, upload_id: str) -> str:
     return f"{upload_dir(name, upload_id)}/startedat"
+
+
+def gc_trash_run(run_id: str) -> str:
+    return f"{GC_TRASH}/{run_id}"
+
+
+def gc_trash_entry(run_id: str, digest: Digest) -> str:
+    return f"{GC_TRASH}/{run_id}/{digest.algorithm}-{digest.hex}"

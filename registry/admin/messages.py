@@ -1,0 +1,132 @@
+"""Service results as `nimbus.v1` protobuf messages."""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from proto.nimbus.v1 import registry_pb2 as pb
+from registry.services.gc import GcItem, GcProgress, GcStats
+from registry.services.inventory import (
+    DescriptorInfo,
+    ManifestDetails,
+    Platform,
+    RepositorySummary,
+    StoreStats,
+    TagInfo,
+)
+
+
+def _timestamp_ns(ns: int) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromNanoseconds(ns)
+    return stamp
+
+
+def _timestamp(seconds: float) -> Timestamp | None:
+    return _timestamp_ns(int(seconds * 1e9)) if seconds else None
+
+
+def repository(item: RepositorySummary) -> pb.Repository:
+    return pb.Repository(
+        name=item.name, tag_count=item.tag_count, manifest_count=item.manifest_count
+    )
+
+
+def tag(item: TagInfo) -> pb.Tag:
+    return pb.Tag(
+        name=item.name,
+        digest=item.digest,
+        media_type=item.media_type,
+        size=item.size,
+        updated=_timestamp_ns(item.updated_ns) if item.updated_ns else None,
+    )
+
+
+def platform(item: Platform) -> pb.Platform:
+    return pb.Platform(
+        os=item.os, architecture=item.architecture, variant=item.variant, os_version=item.os_version
+    )
+
+
+def descriptor(item: DescriptorInfo | None) -> pb.Descriptor | None:
+    return None if item is None else _descriptor(item)
+
+
+def _descriptor(item: DescriptorInfo) -> pb.Descriptor:
+    return pb.Descriptor(
+        media_type=item.media_type,
+        digest=item.digest,
+        size=item.size,
+        artifact_type=item.artifact_type,
+        annotations=item.annotations,
+        platform=platform(item.platform) if item.platform else None,
+    )
+
+
+def manifest(item: ManifestDetails) -> pb.ManifestInfo:
+    return pb.ManifestInfo(
+        repository=item.repository,
+        digest=item.digest,
+        media_type=item.media_type,
+        size=item.size,
+        total_size=item.total_size,
+        artifact_type=item.artifact_type,
+        tags=item.tags,
+        platforms=[platform(p) for p in item.platforms],
+        config=descriptor(item.config),
+        layers=[_descriptor(d) for d in item.layers],
+        manifests=[_descriptor(d) for d in item.manifests],
+        referrers=[_descriptor(d) for d in item.referrers],
+        subject=descriptor(item.subject),
+        annotations=item.annotations,
+    )
+
+
+def gc_stats(item: GcStats) -> pb.GarbageCollectStats:
+    return pb.GarbageCollectStats(
+        repositories=item.repositories,
+        manifests_marked=item.manifests_marked,
+        blobs_marked=item.blobs_marked,
+        blobs_scanned=item.blobs_scanned,
+        blobs_kept_recent=item.blobs_kept_recent,
+        blobs_deleted=item.blobs_deleted,
+        bytes_freed=item.bytes_freed,
+        manifests_deleted=item.manifests_deleted,
+        uploads_deleted=item.uploads_deleted,
+        started=_timestamp(item.started),
+        finished=_timestamp(item.finished),
+    )
+
+
+def gc_item(item: GcItem | None) -> pb.GarbageCollectItem | None:
+    if item is None:
+        return None
+    return pb.GarbageCollectItem(
+        kind=item.kind.name,
+        digest=item.digest,
+        repository=item.repository,
+        upload_id=item.upload_id,
+        size=item.size,
+    )
+
+
+def gc_progress(item: GcProgress) -> pb.GarbageCollectProgress:
+    return pb.GarbageCollectProgress(
+        phase=item.phase.name,
+        message=item.message,
+        stats=gc_stats(item.stats),
+        item=gc_item(item.item),
+        dry_run=item.dry_run,
+    )
+
+
+def stats(item: StoreStats, last_gc: GcStats | None) -> pb.RegistryStats:
+    return pb.RegistryStats(
+        repositories=item.repositories,
+        tags=item.tags,
+        manifests=item.manifests,
+        blobs=item.blobs,
+        blob_bytes=item.blob_bytes,
+        uploads_in_progress=item.uploads_in_progress,
+        last_gc=gc_stats(last_gc) if last_gc else None,
+    )

@@ -1,0 +1,288 @@
+"""What the registry holds, for operators: repository summaries, tags, manifest details, figures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from registry import mediatypes as mt
+from registry.errors import ErrorCode, OCIError
+from registry.reference import Digest, validate_name
+from registry.services.manifests import ManifestService, artifact_type_of
+from registry.services.repositories import Page, RepositoryService, paginate
+from registry.storage import paths
+from registry.storage.driver import PathNotFoundError, StorageDriver
+
+T = TypeVar("T")
+# Config blobs larger than this are not read for their platform (real ones are a few KiB).
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+# Storage lookups in flight at once while summarising a page.
+LOOKUP_CONCURRENCY = 16
+
+
+@dataclass(frozen=True, slots=True)
+class RepositorySummary:
+    name: str
+    tag_count: int
+    manifest_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class TagInfo:
+    name: str
+    digest: str
+    media_type: str
+    size: int
+    updated_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Platform:
+    os: str = ""
+    architecture: str = ""
+    variant: str = ""
+    os_version: str = ""
+
+    @classmethod
+    def parse(cls, raw: Any) -> Platform | None:
+        if not isinstance(raw, dict):
+            return None
+        return cls(
+            os=str(raw.get("os", "")),
+            architecture=str(raw.get("architecture", "")),
+            variant=str(raw.get("variant", "")),
+            os_version=str(raw.get("os.version", raw.get("os_version", ""))),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DescriptorInfo:
+    media_type: str
+    digest: str
+    size: int
+    artifact_type: str = ""
+    annotations: dict[str, str] = field(default_factory=dict)
+    platform: Platform | None = None
+
+    @classmethod
+    def parse(cls, raw: Any) -> DescriptorInfo | None:
+        if not isinstance(raw, dict):
+            return None
+        size = raw.get("size", 0)
+        return cls(
+            media_type=str(raw.get("mediaType", "")),
+            digest=str(raw.get("digest", "")),
+            size=size if isinstance(size, int) else 0,
+            artifact_type=str(raw.get("artifactType", "")),
+            annotations=_annotations(raw),
+            platform=Platform.parse(raw.get("platform")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestDetails:
+    repository: str
+    digest: str
+    media_type: str
+    size: int
+    total_size: int
+    artifact_type: str
+    tags: list[str]
+    platforms: list[Platform]
+    config: DescriptorInfo | None
+    layers: list[DescriptorInfo]
+    manifests: list[DescriptorInfo]
+    referrers: list[DescriptorInfo]
+    subject: DescriptorInfo | None
+    annotations: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    repositories: int
+    tags: int
+    manifests: int
+    blobs: int
+    blob_bytes: int
+    uploads_in_progress: int
+
+
+def _annotations(doc: dict[str, Any]) -> dict[str, str]:
+    raw = doc.get("annotations")
+    if not isinstance(raw, dict):
+        return {}
+    return {str(k): str(v) for k, v in raw.items()}
+
+
+def _descriptors(raw: Any) -> list[DescriptorInfo]:
+    if not isinstance(raw, list):
+        return []
+    return [d for d in (DescriptorInfo.parse(item) for item in raw) if d is not None]
+
+
+async def _bounded(coroutines: list[Awaitable[T]], limit: int = LOOKUP_CONCURRENCY) -> list[T]:
+    gate = asyncio.Semaphore(limit)
+
+    async def run(coroutine: Awaitable[T]) -> T:
+        async with gate:
+            return await coroutine
+
+    return list(await asyncio.gather(*(run(c) for c in coroutines)))
+
+
+async def walk_blobs(driver: StorageDriver) -> AsyncIterator[Digest]:
+    """Every blob in the store, by digest (blobs/<alg>/<hex[:2]>/<hex>/data)."""
+    for algorithm in sorted(await driver.list(paths.blobs_root())):
+        base = f"{paths.blobs_root()}/{algorithm}"
+        for prefix in sorted(await driver.list(base)):
+            for hex_part in sorted(await driver.list(f"{base}/{prefix}")):
+                try:
+                    yield Digest.parse(f"{algorithm}:{hex_part}")
+                except OCIError:
+                    continue
+
+
+async def list_revisions(driver: StorageDriver, name: str) -> list[Digest]:
+    """Digests of the manifests stored in a repository (its revision links)."""
+    found: list[Digest] = []
+    root = paths.revisions_root(name)
+    for algorithm in await driver.list(root):
+        for hex_part in await driver.list(f"{root}/{algorithm}"):
+            try:
+                found.append(Digest.parse(f"{algorithm}:{hex_part}"))
+            except OCIError:
+                continue
+    return found
+
+
+class InventoryService:
+    def __init__(
+        self,
+        driver: StorageDriver,
+        repositories: RepositoryService,
+        manifests: ManifestService,
+    ) -> None:
+        self.driver = driver
+        self.repositories = repositories
+        self.manifests = manifests
+
+    async def _require(self, name: str) -> None:
+        validate_name(name)
+        if not await self.repositories.exists(name):
+            raise OCIError(ErrorCode.NAME_UNKNOWN, detail={"name": name})
+
+    async def summaries(self, page_size: int, after: str) -> tuple[list[RepositorySummary], str]:
+        """A page of repositories after `after`, and the token of the next page ('' at the end)."""
+        page = paginate(await self.repositories.all_repositories(), page_size, after, None)
+        items = await _bounded([self._summary(name) for name in page.items])
+        return items, page.next_last or ""
+
+    async def _summary(self, name: str) -> RepositorySummary:
+        tags, revisions = await asyncio.gather(
+            self.driver.list(paths.tags_root(name)), list_revisions(self.driver, name)
+        )
+        return RepositorySummary(name, len(tags), len(revisions))
+
+    async def tags(self, name: str, page_size: int, after: str) -> tuple[list[TagInfo], str]:
+        await self._require(name)
+        page: Page = await self.repositories.tags(name, page_size, after or None)
+        found = await _bounded([self._tag(name, tag) for tag in page.items])
+        return [t for t in found if t is not None], page.next_last or ""
+
+    async def _tag(self, name: str, tag: str) -> TagInfo | None:
+        link = paths.tag_link(name, tag)
+        try:
+            raw, info = await asyncio.gather(self.driver.get_content(link), self.driver.stat(link))
+        except PathNotFoundError:
+            return None  # deleted while listing
+        digest = Digest.parse(raw.decode().strip())
+        media_type, size = "", 0
+        try:
+            manifest = await self.manifests.load(digest)
+            media_type, size = manifest.media_type, manifest.size
+        except OCIError:
+            pass
+        return TagInfo(tag, str(digest), media_type, size, info.modified_ns if info else 0)
+
+    async def manifest(self, name: str, reference: str) -> ManifestDetails:
+        await self._require(name)
+        digest = await self.manifests.resolve(name, reference)
+        manifest = await self.manifests.load(digest)
+        doc = json.loads(manifest.data)
+        config = DescriptorInfo.parse(doc.get("config"))
+        layers = _descriptors(doc.get("layers"))
+        children = _descriptors(doc.get("manifests"))
+        total = manifest.size
+        platforms: list[Platform] = []
+        if manifest.media_type in mt.INDEXES:
+            platforms = [c.platform for c in children if c.platform is not None]
+            totals = await _bounded([self._image_total(name, c) for c in children])
+            total += sum(totals)
+        else:
+            total += (config.size if config else 0) + sum(layer.size for layer in layers)
+            platform = await self._config_platform(config) if config else None
+            if platform is not None:
+                platforms = [platform]
+        referrers, tags = await asyncio.gather(
+            self.manifests.referrers(name, digest, None), self.manifests.tags_of(name, digest)
+        )
+        return ManifestDetails(
+            repository=name,
+            digest=str(digest),
+            media_type=manifest.media_type,
+            size=manifest.size,
+            total_size=total,
+            artifact_type=artifact_type_of(doc) if manifest.media_type in mt.MANIFESTS else "",
+            tags=sorted(tags),
+            platforms=platforms,
+            config=config,
+            layers=layers,
+            manifests=children,
+            referrers=_descriptors(referrers),
+            subject=DescriptorInfo.parse(doc.get("subject")),
+            annotations=_annotations(doc),
+        )
+
+    async def _image_total(self, name: str, child: DescriptorInfo) -> int:
+        """A child manifest's own size plus its config and layers, when it is stored here."""
+        try:
+            manifest = await self.manifests.load(Digest.parse(child.digest))
+        except OCIError:
+            return child.size
+        doc = json.loads(manifest.data)
+        config = DescriptorInfo.parse(doc.get("config"))
+        layers = _descriptors(doc.get("layers"))
+        return manifest.size + (config.size if config else 0) + sum(x.size for x in layers)
+
+    async def _config_platform(self, config: DescriptorInfo) -> Platform | None:
+        if config.size > MAX_CONFIG_BYTES or "json" not in config.media_type:
+            return None
+        try:
+            digest = Digest.parse(config.digest)
+            data = await self.driver.get_content(paths.blob_data(digest))
+            doc = json.loads(data)
+        except (OCIError, PathNotFoundError, ValueError, UnicodeDecodeError):
+            return None
+        if not isinstance(doc, dict) or not doc.get("architecture"):
+            return None  # an artifact's config, not an image's
+        return Platform.parse(doc)
+
+    async def stats(self) -> StoreStats:
+        names = await self.repositories.all_repositories()
+        summaries = await _bounded([self._summary(name) for name in names])
+        uploads = await _bounded([self.driver.list(paths.uploads_root(n)) for n in names])
+        blob_sizes = await _bounded(
+            [self.driver.stat(paths.blob_data(d)) async for d in walk_blobs(self.driver)]
+        )
+        present = [info.size for info in blob_sizes if info is not None]
+        return StoreStats(
+            repositories=len(names),
+            tags=sum(s.tag_count for s in summaries),
+            manifests=sum(s.manifest_count for s in summaries),
+            blobs=len(present),
+            blob_bytes=sum(present),
+            uploads_in_progress=sum(len(u) for u in uploads),
+        )
