@@ -39,6 +39,9 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     first, last = 0, info.size - 1
     if range_header and info.size > 0:
         first, last = parse_range(range_header, info.size)
+    if info.size == 0:
+        # Nothing to range over; FileResponse would answer a Range on it with a bare 416.
+        return web.Response(status=200, headers=headers)
     if info.local_path is not None:
         # aiohttp's FileResponse honours the (already validated) Range and uses sendfile.
         del headers["Content-Length"], headers["ETag"]
