@@ -38,6 +38,11 @@ async def test_empty_blob(client: OCIClient, repo: str) -> None:
     assert got.status == 200
     assert got.body == b""
     assert got.headers["Docker-Content-Digest"] == digest
+    # Clients that always resume with `Range: bytes=0-` still get the (empty) blob.
+    got = await client.blob(repo, digest, headers={"Range": "bytes=0-"})
+    assert got.status == 200
+    assert got.body == b""
+    assert got.headers["Content-Length"] == "0"
 
 
 async def test_sha512_blobs_are_supported(client: OCIClient, repo: str) -> None:
