@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from urllib.parse import quote
 
 from tests.fixtures.images import (
     DOCKER_MANIFEST,
@@ -283,3 +285,76 @@ async def test_manifest_with_annotations_and_unknown_fields_is_kept_byte_for_byt
     got = await client.manifest(repo, "pretty")
     assert got.body == data
     assert got.headers["Docker-Content-Digest"] == Blob(OCI_MANIFEST, data).digest
+
+
+async def test_referrer_artifact_type_follows_the_spec(client: OCIClient, repo: str) -> None:
+    subject = make_image((100,), seed=51)
+    await client.push_image(repo, subject, "app")
+    # An image manifest without artifactType: the config's media type stands in.
+    plain = make_image((10,), seed=52, subject=subject.manifest)
+    await client.push_image(repo, plain)
+    # An index with a subject and no artifactType: the descriptor has none.
+    child = make_image((10,), seed=53)
+    await client.push_image(repo, child)
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [child.manifest.descriptor()],
+        "subject": subject.manifest.descriptor(),
+    }
+    index = Blob(OCI_INDEX, canonical_json(doc))
+    typed_doc = {**doc, "artifactType": SBOM}
+    typed_index = Blob(OCI_INDEX, canonical_json(typed_doc))
+    for manifest in (index, typed_index):
+        reply = await client.put_manifest(repo, manifest.digest, manifest)
+        assert reply.status == 201, reply.body
+        assert reply.headers["OCI-Subject"] == subject.digest
+
+    reply = await client.request("GET", f"/v2/{repo}/referrers/{subject.digest}")
+    by_digest = {d["digest"]: d for d in reply.json()["manifests"]}
+    assert set(by_digest) == {plain.digest, index.digest, typed_index.digest}
+    assert by_digest[plain.digest]["artifactType"] == plain.config.media_type
+    assert "artifactType" not in by_digest[index.digest]
+    assert by_digest[index.digest]["mediaType"] == OCI_INDEX
+    assert by_digest[typed_index.digest]["artifactType"] == SBOM
+    reply = await client.request(
+        "GET",
+        f"/v2/{repo}/referrers/{subject.digest}?artifactType={quote(plain.config.media_type)}",
+    )
+    assert [d["digest"] for d in reply.json()["manifests"]] == [plain.digest]
+    assert reply.headers["OCI-Filters-Applied"] == "artifactType"
+
+
+async def test_concurrent_pushes_of_one_tag(client: OCIClient, repo: str) -> None:
+    images = [make_image((100,), seed=60 + i) for i in range(6)]
+    for image in images:
+        await client.push_blobs(repo, image.blobs)
+    replies = await asyncio.gather(
+        *(client.put_manifest(repo, "race", image.manifest) for image in images)
+    )
+    assert [r.status for r in replies] == [201] * len(images)
+    got = await client.manifest(repo, "race")
+    assert got.status == 200
+    # The tag names one whole manifest, and every one of them is stored.
+    winner = got.headers["Docker-Content-Digest"]
+    assert got.body == {i.digest: i.manifest.data for i in images}[winner]
+    for image in images:
+        assert (await client.manifest(repo, image.digest)).body == image.manifest.data
+
+
+async def test_foreign_layers_need_not_be_in_the_registry(client: OCIClient, repo: str) -> None:
+    image = make_image((100,), seed=70, docker=True)
+    await client.push_blobs(repo, image.blobs)
+    doc = json.loads(image.manifest.data)
+    doc["layers"].append(
+        {
+            "mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+            "digest": "sha256:" + "f" * 64,
+            "size": 12345,
+            "urls": ["https://example.invalid/layer.tar.gz"],
+        }
+    )
+    manifest = Blob(DOCKER_MANIFEST, canonical_json(doc))
+    reply = await client.put_manifest(repo, "windows", manifest)
+    assert reply.status == 201, reply.body
+    assert (await client.manifest(repo, "windows", [DOCKER_MANIFEST])).body == manifest.data
