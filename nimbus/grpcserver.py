@@ -9,6 +9,7 @@ except health checks must carry `authorization: Bearer <token>` metadata.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,8 @@ log = logging.getLogger("nimbus.grpc")
 _UNAUTHENTICATED_PREFIXES = ("/grpc.health.v1.Health/",)
 AUTHORIZATION_KEY = "authorization"
 BEARER_PREFIX = "Bearer "
+# How long a refused request-streaming call may take to send its first message.
+REFUSAL_READ_TIMEOUT = 1.0
 
 
 @dataclass
@@ -67,14 +70,21 @@ def _refusal(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHand
     async def refuse(_request: Any, context: grpc.aio.ServicerContext) -> None:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
+    async def refuse_stream(requests: Any, context: grpc.aio.ServicerContext) -> None:
+        # Take the client's first message before refusing: a status sent while the client is
+        # still writing reaches grpc-python clients as INTERNAL instead of UNAUTHENTICATED.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(anext(aiter(requests)), REFUSAL_READ_TIMEOUT)
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
     kwargs = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
     if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(refuse, **kwargs)
+        return grpc.stream_stream_rpc_method_handler(refuse_stream, **kwargs)
     if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(refuse, **kwargs)
+        return grpc.stream_unary_rpc_method_handler(refuse_stream, **kwargs)
     if handler.response_streaming:
         return grpc.unary_stream_rpc_method_handler(refuse, **kwargs)
     return grpc.unary_unary_rpc_method_handler(refuse, **kwargs)

@@ -30,8 +30,9 @@ async def serve(config: RegistryConfig, reuse_port: bool = False, worker: int = 
     )
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, reuse_port=reuse_port, backlog=1024)
-    await site.start()
+    # The admin API first: once the OCI API answers, both are ready.
     admin = await start_admin_server(config, app[SERVICES]) if config.grpc_listen else None
+    await site.start()
     log.info(
         "registry listening",
         extra={"listen": config.listen, "pid": os.getpid(), "data_dir": config.data_dir},
