@@ -27,6 +27,8 @@ from nimbus.ctl.output import Output, describe_rpc_error
 # One line per area: the module under nimbus.ctl that adds its commands.
 AREAS: list[str] = [
     "registry",
+    "webhooks",
+    "events",
 ]
 
 DEFAULT_CONFIG = Path("~/.config/nimbus/ctl.yaml")
