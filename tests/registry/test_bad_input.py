@@ -340,6 +340,44 @@ async def test_invalid_manifests(
     (await client.manifest(repo, "bad")).expect_error(404, "MANIFEST_UNKNOWN")
 
 
+async def test_manifest_body_shorter_or_longer_than_content_length(
+    client: OCIClient, repo: str, module_registry: RegistryProcess
+) -> None:
+    image = make_image((10,), seed=75)
+    await client.push_blobs(repo, image.blobs)
+    before = snapshot(module_registry.data_dir)
+    data = image.manifest.data
+
+    def head(length: int, request_id: str) -> bytes:
+        return (
+            f"PUT /v2/{repo}/manifests/v1 HTTP/1.1\r\nHost: {module_registry.host}\r\n"
+            f"Content-Type: {OCI_MANIFEST}\r\nContent-Length: {length}\r\n"
+            f"X-Request-Id: {request_id}\r\n\r\n"
+        ).encode()
+
+    # Shorter: the client hangs up before the declared length arrived.
+    request_id = uuid.uuid4().hex
+    await send_raw(
+        "127.0.0.1",
+        module_registry.port,
+        head(len(data), request_id) + data[:-50],
+        read_reply=False,
+    )
+    await asyncio.to_thread(wait_logged, module_registry, request_id)
+    # Longer: the server reads the declared length, which is no longer the whole document.
+    reader, writer = await asyncio.open_connection("127.0.0.1", module_registry.port)
+    try:
+        writer.write(head(len(data) - 50, uuid.uuid4().hex) + data[:-50])
+        response = await read_response(reader)
+        assert raw_status(response) == 400
+        assert [e["code"] for e in json.loads(raw_body(response))["errors"]] == ["MANIFEST_INVALID"]
+    finally:
+        writer.close()
+    (await client.manifest(repo, "v1")).expect_error(404, "MANIFEST_UNKNOWN")
+    (await client.manifest(repo, image.digest)).expect_error(404, "MANIFEST_UNKNOWN")
+    assert snapshot(module_registry.data_dir) == before
+
+
 async def test_manifest_referencing_missing_blobs_stores_nothing(
     client: OCIClient, repo: str, data_dir: Path
 ) -> None:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
+from pathlib import Path
 
 import aiohttp
 
 from tests.fixtures.images import make_blob, sha256
 from tests.fixtures.registry import RegistryProcess
 from tests.registry.oci_client import OCIClient
-from tests.registry.store import upload_sessions
+from tests.registry.store import blob_files, upload_sessions
 
 
 def _upload_id(location: str) -> str:
@@ -229,3 +231,63 @@ async def test_concurrent_pushes_of_the_same_blob(
     for name in (f"{repo}/r0", f"{repo}/r1"):
         assert (await client.blob(name, blob.digest)).body == blob.data
         assert upload_sessions(module_registry.data_dir, name) == []
+
+
+def _wait_for_file_size(path: Path, size: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.stat().st_size >= size):
+        assert time.monotonic() < deadline, f"{path} never reached {size} bytes"
+        time.sleep(0.02)
+
+
+async def test_a_crash_mid_upload_leaves_no_blob_and_the_session_resumable(
+    registry: RegistryProcess, http: aiohttp.ClientSession
+) -> None:
+    client = OCIClient(http, registry.url)
+    name = "crash/me"
+    chunked, whole = make_blob(6 << 20, seed=22), make_blob(6 << 20, seed=23)
+    location = await client.start_upload(name)
+    assert (await client.patch(location, chunked.data[: 1 << 20], 0)).status == 202
+    session_data = registry.data_dir / "repositories" / name / "_uploads"
+    session_data = session_data / _upload_id(location) / "data"
+
+    # Two pushes in flight, each with more than a write batch on disk, then SIGKILL.
+    patch = await asyncio.open_connection("127.0.0.1", registry.port)
+    patch[1].write(
+        (
+            f"PATCH {location} HTTP/1.1\r\nHost: {registry.host}\r\n"
+            f"Content-Range: {1 << 20}-{chunked.size - 1}\r\n"
+            f"Content-Length: {chunked.size - (1 << 20)}\r\n\r\n"
+        ).encode()
+        + chunked.data[1 << 20 : 4 << 20]
+    )
+    post = await asyncio.open_connection("127.0.0.1", registry.port)
+    post[1].write(
+        (
+            f"POST /v2/{name}/blobs/uploads/?digest={whole.digest} HTTP/1.1\r\n"
+            f"Host: {registry.host}\r\nContent-Length: {whole.size}\r\n\r\n"
+        ).encode()
+        + whole.data[: 3 << 20]
+    )
+    await asyncio.gather(patch[1].drain(), post[1].drain())
+    await asyncio.to_thread(_wait_for_file_size, session_data, 2 << 20)
+    registry.kill()
+    for _, writer in (patch, post):
+        writer.close()
+    registry.start()
+
+    for blob in (chunked, whole):
+        assert await _status_of_head(client, f"/v2/{name}/blobs/{blob.digest}") == 404
+        assert blob.digest not in blob_files(registry.data_dir)
+    # The session holds a prefix of what was sent; the client resumes from where it says.
+    status = await client.request("GET", location)
+    assert status.status == 204
+    offset = int(status.headers["Range"].split("-")[1]) + 1
+    assert 2 << 20 <= offset <= 4 << 20
+    assert (await client.patch(location, chunked.data[offset:], offset)).status == 202
+    assert (await client.finish(location, chunked.digest)).status == 201
+    assert (await client.blob(name, chunked.digest)).body == chunked.data
+
+
+async def _status_of_head(client: OCIClient, path: str) -> int:
+    return (await client.request("HEAD", path)).status
