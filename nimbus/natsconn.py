@@ -81,6 +81,9 @@ async def connect(
             log.warning("NATS connection error", extra={"error": repr(exc), "attempts": failures})
 
     async def disconnected_cb() -> None:
+        if nc.is_closed:
+            # Our own close, on shutdown: nothing to warn about.
+            return
         log.warning("NATS disconnected", extra={"connection": options.name})
         if on_disconnect is not None:
             await on_disconnect()

@@ -17,8 +17,9 @@ import time
 
 from google.protobuf.message import DecodeError
 
+from nimbus.config import ConfigError
 from proto.nimbus.v1 import events_pb2
-from registry.events.outbox import Outbox, OutboxEntryError
+from registry.events.outbox import Outbox, OutboxEntryError, OutboxLocked
 from registry.events.publisher import JetStreamPublisher
 from registry.events.schema import EventSource, subject_of, to_proto
 from registry.events.sink import RegistryEvent
@@ -53,7 +54,12 @@ class DurableSink:
 
     async def start(self, connect_wait: float = 2.0) -> None:
         """Load the outbox, start flushing, and give NATS a moment to answer first."""
-        await self.outbox.open()
+        try:
+            await self.outbox.open()
+        except OutboxLocked as exc:
+            raise ConfigError(
+                f"events.outbox_dir: {exc}; each registry process needs an outbox of its own"
+            ) from None
         self._depth_changed()
         if self.outbox.depth:
             log.warning(

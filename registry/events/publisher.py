@@ -142,16 +142,19 @@ class JetStreamPublisher:
         """
         if self._js is None:
             raise ConnectionError("not connected to NATS")
-        ack = await self._js.publish(
-            subject_of(event),
-            event.SerializeToString(),
-            timeout=ack_wait,
-            stream=streams.EVENTS_STREAM,
-            headers={
-                streams.MSG_ID_HEADER: event.id,
-                streams.CONTENT_TYPE_HEADER: streams.EVENT_CONTENT_TYPE,
-            },
-        )
+        # The outer bound also covers the client's own buffering (a full socket to a frozen
+        # server), which the request timeout alone does not.
+        async with asyncio.timeout(ack_wait):
+            ack = await self._js.publish(
+                subject_of(event),
+                event.SerializeToString(),
+                timeout=ack_wait,
+                stream=streams.EVENTS_STREAM,
+                headers={
+                    streams.MSG_ID_HEADER: event.id,
+                    streams.CONTENT_TYPE_HEADER: streams.EVENT_CONTENT_TYPE,
+                },
+            )
         return int(ack.seq)
 
     async def close(self) -> None:
