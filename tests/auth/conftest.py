@@ -1,0 +1,79 @@
+"""Fixtures of the auth tests: users in a bcrypt htpasswd file, access rules, registries.
+
+The rules every registry here runs with:
+    alice     everything in alice/**, pull in team/*, pull and push in public/**
+    bob       (group devs) pull and push in team/*
+    carol     a valid login and no rule: may authenticate, may do nothing
+    anonymous pull in public/**
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import pytest
+import yaml
+
+from tests.fixtures.images import OCILayout, make_image, write_oci_layout
+from tests.fixtures.registry import RegistryProcess
+
+USERS = {"alice": "alice-Pa55word!", "bob": "bob-Pa55word!", "carol": "carol-Pa55word!"}
+GROUPS = {"devs": ["bob"]}
+ACCESS: list[dict[str, Any]] = [
+    {"repositories": ["alice/**"], "users": ["alice"], "actions": ["*"]},
+    {"repositories": ["team/*"], "users": ["alice"], "actions": ["pull"]},
+    {"repositories": ["team/*"], "groups": ["devs"], "actions": ["pull", "push"]},
+    {"repositories": ["public/**"], "users": ["alice"], "actions": ["pull", "push"]},
+    {"repositories": ["public/**"], "anonymous": True, "actions": ["pull"]},
+]
+
+
+def write_htpasswd(path: Path, users: dict[str, str]) -> Path:
+    """What `htpasswd -B` writes: `user:$2y$<cost>$...`, one line per user."""
+    lines = []
+    for user, password in users.items():
+        hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(5)).decode()
+        lines.append(f"{user}:{hashed.replace('$2b$', '$2y$', 1)}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_config(directory: Path, **auth: Any) -> Path:
+    """A registry configuration file with the users and rules above, and ``auth`` on top."""
+    htpasswd = write_htpasswd(directory / "htpasswd", USERS)
+    section = {"htpasswd": str(htpasswd), "groups": GROUPS, "access": ACCESS, **auth}
+    path = directory / "registry.yaml"
+    path.write_text(yaml.safe_dump({"auth": section}))
+    return path
+
+
+def start_registry(
+    tmp_path_factory: pytest.TempPathFactory, *args: str, **auth: Any
+) -> RegistryProcess:
+    directory = tmp_path_factory.mktemp("auth")
+    config = write_config(directory, **auth)
+    return RegistryProcess(directory / "data", ["--config", str(config), *args]).start()
+
+
+@pytest.fixture(scope="module")
+def basic_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
+    registry = start_registry(tmp_path_factory)
+    yield registry
+    registry.stop()
+
+
+@pytest.fixture(scope="module")
+def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
+    registry = start_registry(tmp_path_factory, "--auth-token")
+    yield registry
+    registry.stop()
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory: pytest.TempPathFactory) -> OCILayout:
+    """One small image, tag v1, for skopeo to push."""
+    path = tmp_path_factory.mktemp("layout") / "src"
+    return write_oci_layout(path, {"v1": make_image((4096, 8192), seed=61)})
