@@ -15,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     from nimbus import ctl
     from notifier import cli as notifier_cli
     from registry import cli as registry_cli
+    from replicator import cli as replicator_cli
 
     parser = argparse.ArgumentParser(prog="nimbus", description="Nimbus container registry")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("registry", "run the OCI registry", registry_cli.add_arguments, registry_cli.main),
         ("ctl", "control the services over gRPC", ctl.add_arguments, ctl.main),
         ("notifier", "run the webhook notifier", notifier_cli.add_arguments, notifier_cli.main),
+        ("replicator", "run replication", replicator_cli.add_arguments, replicator_cli.main),
     ]
     for name, help_text, add_arguments, main in commands:
         p = sub.add_parser(name, help=help_text)

@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 
 from registry import mediatypes as mt
+from registry.api.request import ORIGIN_SITE_HEADER
 from replicator.oci.client import Manifest, RegistryClient
 from replicator.oci.errors import DigestMismatchError, SizeMismatchError
 
@@ -81,8 +82,9 @@ class _Blob:
 
 @dataclass
 class _Run:
-    """State of one copy: its result and what it already handled."""
+    """State of one copy: where it writes, its result and what it already handled."""
 
+    target: RegistryClient
     result: CopyResult = field(default_factory=CopyResult)
     manifests_done: set[str] = field(default_factory=set)
 
@@ -110,22 +112,35 @@ class Copier:
         self._inflight: dict[tuple[str, str], asyncio.Future[int]] = {}
 
     async def copy(
-        self, repository: str, reference: str, target_repository: str | None = None
+        self,
+        repository: str,
+        reference: str,
+        *,
+        tag: str = "",
+        origin_site: str = "",
+        target_repository: str | None = None,
     ) -> CopyResult:
-        """Copy ``repository:reference`` (a tag or a digest) with everything it references."""
+        """Copy ``repository:reference`` (a tag or a digest) with everything it references.
+
+        ``tag`` (by default the reference when it is a tag) is set at the peer last, to the
+        digest copied. Writes carry ``origin_site`` so a Nimbus peer's events name it.
+        """
         destination = target_repository or repository
         manifest = await self.source.get_manifest(repository, reference)
         if manifest is None:
             raise SourceMissingError(f"{repository}:{reference} is not at the source")
-        run = _Run()
+        if not tag and ":" not in reference:
+            tag = reference
+        target = self.target
+        if origin_site:
+            target = target.with_headers({ORIGIN_SITE_HEADER: origin_site})
+        run = _Run(target)
         run.result.digest = manifest.digest
         await self._copy_manifest(repository, destination, manifest, run, depth=0)
-        if ":" not in reference:
-            current = await self.target.head_manifest(destination, reference)
+        if tag:
+            current = await target.head_manifest(destination, tag)
             if current is None or current.digest != manifest.digest:
-                await self.target.put_manifest(
-                    destination, reference, manifest.data, manifest.media_type
-                )
+                await target.put_manifest(destination, tag, manifest.data, manifest.media_type)
                 run.result.tagged = True
         return run.result
 
@@ -136,13 +151,13 @@ class Copier:
             return
         run.manifests_done.add(manifest.digest)
         doc = manifest.json()
-        present = await self.target.head_manifest(destination, manifest.digest) is not None
+        present = await run.target.head_manifest(destination, manifest.digest) is not None
         if not present:
             if isinstance(doc.get("manifests"), list):
                 await self._copy_children(repository, destination, doc["manifests"], run, depth)
             else:
                 await self._copy_blobs(repository, destination, _blobs_of(doc), run)
-            pushed = await self.target.put_manifest(
+            pushed = await run.target.put_manifest(
                 destination, manifest.digest, manifest.data, manifest.media_type
             )
             run.result.manifests_copied += 1
@@ -152,7 +167,7 @@ class Copier:
         subject = doc.get("subject")
         if isinstance(subject, dict) and isinstance(subject.get("digest"), str):
             if not subject_indexed:
-                await self._index_referrer(destination, subject["digest"], manifest, doc)
+                await self._index_referrer(destination, subject["digest"], manifest, doc, run)
         if depth < MAX_REFERRER_DEPTH:
             await self._copy_referrers(repository, destination, manifest.digest, run, depth)
 
@@ -190,10 +205,15 @@ class Copier:
             await self._copy_manifest(repository, destination, referrer, run, depth + 1)
 
     async def _index_referrer(
-        self, destination: str, subject: str, manifest: Manifest, doc: dict[str, Any]
+        self,
+        destination: str,
+        subject: str,
+        manifest: Manifest,
+        doc: dict[str, Any],
+        run: _Run,
     ) -> None:
         """Keep the tag schema index of a peer without the referrers API up to date."""
-        known = await self.target.referrers(destination, subject)
+        known = await run.target.referrers(destination, subject)
         if any(item.get("digest") == manifest.digest for item in known):
             return
         descriptor: dict[str, Any] = {
@@ -206,7 +226,7 @@ class Copier:
             descriptor["artifactType"] = artifact_type
         if isinstance(doc.get("annotations"), dict) and doc["annotations"]:
             descriptor["annotations"] = doc["annotations"]
-        await self.target.index_referrer(destination, subject, descriptor)
+        await run.target.index_referrer(destination, subject, descriptor)
 
     # -- blobs --------------------------------------------------------------------------
 
@@ -238,20 +258,20 @@ class Copier:
             del self._inflight[key]
 
     async def _copy_blob(self, repository: str, destination: str, blob: _Blob, run: _Run) -> None:
-        if await self.target.blob_size(destination, blob.digest) is not None:
+        if await run.target.blob_size(destination, blob.digest) is not None:
             self.hints.add(blob.digest, destination)
             run.result.blobs_present += 1
             return
         location: str | None = None
         elsewhere = self.hints.get(blob.digest)
         if elsewhere and elsewhere != destination:
-            location = await self.target.mount_blob(destination, blob.digest, elsewhere)
+            location = await run.target.mount_blob(destination, blob.digest, elsewhere)
             if location is None:
                 self.hints.add(blob.digest, destination)
                 run.result.blobs_mounted += 1
                 return
         if location is None:
-            location = await self.target.start_upload(destination)
+            location = await run.target.start_upload(destination)
         log.info(
             "blob copy started",
             extra={"repository": destination, "digest": blob.digest, "size": blob.size},
@@ -259,12 +279,12 @@ class Copier:
         try:
             await self._stream(repository, destination, blob, location, run)
         except aiohttp.ClientError as error:
-            await _quietly(self.target.cancel_upload(destination, location))
+            await _quietly(run.target.cancel_upload(destination, location))
             # aiohttp wraps what the body generator raised; the cause is what matters.
             raise _body_error(error) or error from None
         except BaseException:
             # Free the peer's session now; a later attempt starts a fresh one.
-            await _quietly(self.target.cancel_upload(destination, location))
+            await _quietly(run.target.cancel_upload(destination, location))
             raise
         self.hints.add(blob.digest, destination)
         run.result.blobs_copied += 1
@@ -277,18 +297,18 @@ class Copier:
             size = blob.size
             if size <= self.chunk_size:
                 body = self._read(response.content, hasher, size, blob, run, last=True)
-                await self.target.finish_upload(destination, location, blob.digest, body, size)
+                await run.target.finish_upload(destination, location, blob.digest, body, size)
                 return
             offset = 0
             while offset < size:
                 length = min(self.chunk_size, size - offset)
                 last = offset + length == size
                 body = self._read(response.content, hasher, length, blob, run, last=last)
-                location = await self.target.upload_chunk(
+                location = await run.target.upload_chunk(
                     destination, location, body, offset, length
                 )
                 offset += length
-        await self.target.finish_upload(destination, location, blob.digest)
+        await run.target.finish_upload(destination, location, blob.digest)
 
     async def _read(
         self,

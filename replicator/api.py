@@ -1,0 +1,294 @@
+"""The `nimbus.v1.Replication` gRPC servicer: unpacks requests, calls the service, maps errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from functools import wraps
+from typing import Any, TypeVar
+
+import aiohttp
+import grpc
+import nats.errors
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from proto.nimbus.v1 import replication_pb2, replication_pb2_grpc
+from replicator.failures import Failure
+from replicator.oci.errors import RegistryError
+from replicator.peers import Peer, PeerError, PeerExistsError, PeerNotFoundError
+from replicator.rules import Rule
+from replicator.service import ReplicationService
+
+R = TypeVar("R")
+T = TypeVar("T")
+Context = Any  # grpc.aio.ServicerContext; grpc ships no type information
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+_CODES: list[tuple[type[Exception], grpc.StatusCode]] = [
+    (PeerNotFoundError, grpc.StatusCode.NOT_FOUND),
+    (PeerExistsError, grpc.StatusCode.ALREADY_EXISTS),
+    (PeerError, grpc.StatusCode.INVALID_ARGUMENT),
+    (KeyError, grpc.StatusCode.NOT_FOUND),
+    (ValueError, grpc.StatusCode.INVALID_ARGUMENT),
+    (nats.errors.Error, grpc.StatusCode.UNAVAILABLE),
+    (RegistryError, grpc.StatusCode.UNAVAILABLE),
+    (aiohttp.ClientError, grpc.StatusCode.UNAVAILABLE),
+]
+
+
+def _message(error: Exception) -> str:
+    if isinstance(error, PeerNotFoundError):
+        return f"no peer named {error.args[0]!r}"
+    if isinstance(error, PeerExistsError):
+        return f"a peer named {error.args[0]!r} exists already"
+    if isinstance(error, KeyError) and error.args:
+        return str(error.args[0])
+    return str(error) or type(error).__name__
+
+
+def _mapped(
+    method: Callable[[Any, Any, Context], Awaitable[R]],
+) -> Callable[[Any, Any, Context], Awaitable[R]]:
+    @wraps(method)
+    async def call(self: Any, request: Any, context: Context) -> R:
+        try:
+            return await method(self, request, context)
+        except tuple(cls for cls, _ in _CODES) as error:
+            code = next(code for cls, code in _CODES if isinstance(error, cls))
+            await context.abort(code, _message(error))
+            raise  # abort raises; this keeps the type checker sure
+
+    return call
+
+
+def _timestamp(seconds: float) -> Timestamp | None:
+    if seconds <= 0:
+        return None
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
+
+
+def _page(items: Sequence[T], page_size: int, page_token: str) -> tuple[Sequence[T], str]:
+    size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    try:
+        start = int(page_token) if page_token else 0
+    except ValueError:
+        raise ValueError("page_token: not one this API gave") from None
+    end = start + size
+    return items[start:end], (str(end) if end < len(items) else "")
+
+
+# -- conversions ------------------------------------------------------------------------
+
+
+def rule_to_proto(rule: Rule) -> replication_pb2.Rule:
+    return replication_pb2.Rule(
+        include=rule.include,
+        exclude=rule.exclude,
+        tag_pattern=rule.tag_pattern,
+        actions=rule.actions,
+        disabled=not rule.enabled,
+    )
+
+
+def rule_from_proto(msg: replication_pb2.Rule) -> Rule:
+    return Rule(
+        include=list(msg.include),
+        exclude=list(msg.exclude),
+        tag_pattern=msg.tag_pattern,
+        actions=list(msg.actions) or ["push"],
+        enabled=not msg.disabled,
+    )
+
+
+def peer_to_proto(peer: Peer) -> replication_pb2.Peer:
+    kind = "token" if peer.token else ("basic" if peer.username else "")
+    return replication_pb2.Peer(
+        name=peer.name,
+        url=peer.url,
+        site=peer.site,
+        tls_insecure=not peer.tls_verify,
+        ca_pem=peer.ca_pem,
+        reconcile_interval_seconds=peer.reconcile_interval,
+        rules=[rule_to_proto(r) for r in peer.rules],
+        credentials_kind=kind,
+    )
+
+
+def peer_from_proto(msg: replication_pb2.Peer) -> Peer:
+    return Peer(
+        name=msg.name,
+        url=msg.url,
+        site=msg.site,
+        username=msg.credentials.username,
+        password=msg.credentials.password,
+        token=msg.credentials.token,
+        tls_verify=not msg.tls_insecure,
+        ca_pem=msg.ca_pem,
+        reconcile_interval=msg.reconcile_interval_seconds,
+        rules=[rule_from_proto(r) for r in msg.rules],
+    )
+
+
+_UPDATABLE = {
+    "url",
+    "site",
+    "credentials",
+    "tls_insecure",
+    "ca_pem",
+    "reconcile_interval_seconds",
+    "rules",
+}
+
+
+def apply_update(current: Peer, msg: replication_pb2.Peer, paths: Sequence[str]) -> Peer:
+    """``current`` with the fields ``paths`` names taken from ``msg`` (all when empty)."""
+    new = peer_from_proto(msg)
+    fields = set(paths) or _UPDATABLE
+    unknown = fields - _UPDATABLE - {f"credentials.{k}" for k in ("username", "password", "token")}
+    if unknown:
+        raise ValueError(f"update_mask: cannot update {', '.join(sorted(unknown))}")
+    credentials_given = bool(new.username or new.password or new.token)
+    replace_credentials = "credentials" in paths or (not paths and credentials_given)
+    return Peer(
+        name=current.name,
+        url=new.url if "url" in fields else current.url,
+        site=new.site if "site" in fields else current.site,
+        username=new.username if replace_credentials else current.username,
+        password=new.password if replace_credentials else current.password,
+        token=new.token if replace_credentials else current.token,
+        tls_verify=new.tls_verify if "tls_insecure" in fields else current.tls_verify,
+        ca_pem=new.ca_pem if "ca_pem" in fields else current.ca_pem,
+        reconcile_interval=(
+            new.reconcile_interval
+            if "reconcile_interval_seconds" in fields
+            else current.reconcile_interval
+        ),
+        rules=new.rules if "rules" in fields else current.rules,
+    )
+
+
+def failure_to_proto(failure: Failure) -> replication_pb2.Failure:
+    return replication_pb2.Failure(
+        id=failure.id,
+        peer=failure.peer,
+        repository=failure.repository,
+        reference=failure.reference,
+        digest=failure.digest,
+        action=failure.action,
+        reason=failure.reason,
+        attempts=failure.attempts,
+        first_failed=_timestamp(failure.first_failed),
+        last_failed=_timestamp(failure.last_failed),
+    )
+
+
+class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):  # type: ignore[misc]
+    def __init__(self, service: ReplicationService) -> None:
+        self._service = service
+
+    @_mapped
+    async def CreatePeer(
+        self, request: replication_pb2.CreatePeerRequest, context: Context
+    ) -> replication_pb2.Peer:
+        peer = await self._service.create_peer(peer_from_proto(request.peer))
+        return peer_to_proto(peer)
+
+    @_mapped
+    async def GetPeer(
+        self, request: replication_pb2.GetPeerRequest, context: Context
+    ) -> replication_pb2.Peer:
+        return peer_to_proto(await self._service.get_peer(request.name))
+
+    @_mapped
+    async def ListPeers(
+        self, request: replication_pb2.ListPeersRequest, context: Context
+    ) -> replication_pb2.ListPeersResponse:
+        peers = await self._service.list_peers()
+        page, token = _page(peers, request.page_size, request.page_token)
+        return replication_pb2.ListPeersResponse(
+            peers=[peer_to_proto(p) for p in page], next_page_token=token
+        )
+
+    @_mapped
+    async def UpdatePeer(
+        self, request: replication_pb2.UpdatePeerRequest, context: Context
+    ) -> replication_pb2.Peer:
+        current = await self._service.get_peer(request.peer.name)
+        updated = apply_update(current, request.peer, list(request.update_mask.paths))
+        return peer_to_proto(await self._service.update_peer(updated))
+
+    @_mapped
+    async def DeletePeer(
+        self, request: replication_pb2.DeletePeerRequest, context: Context
+    ) -> replication_pb2.DeletePeerResponse:
+        await self._service.delete_peer(request.name)
+        return replication_pb2.DeletePeerResponse()
+
+    @_mapped
+    async def GetStatus(
+        self, request: replication_pb2.GetStatusRequest, context: Context
+    ) -> replication_pb2.GetStatusResponse:
+        found = await self._service.get_status(request.peer)
+        return replication_pb2.GetStatusResponse(
+            peers=[
+                replication_pb2.PeerStatus(
+                    peer=s.peer,
+                    backlog=s.backlog,
+                    in_flight=s.in_flight,
+                    last_success=_timestamp(s.counters.last_success),
+                    last_success_change=s.counters.last_success_what,
+                    last_error=_timestamp(s.counters.last_error),
+                    last_error_reason=s.counters.last_error_reason,
+                    bytes_copied=s.counters.bytes_copied,
+                    images_copied=s.counters.images_copied,
+                    deletes_replicated=s.counters.deletes,
+                    failures=s.failures,
+                )
+                for s in found
+            ]
+        )
+
+    @_mapped
+    async def ListFailures(
+        self, request: replication_pb2.ListFailuresRequest, context: Context
+    ) -> replication_pb2.ListFailuresResponse:
+        failures = await self._service.list_failures(request.peer)
+        page, token = _page(failures, request.page_size, request.page_token)
+        return replication_pb2.ListFailuresResponse(
+            failures=[failure_to_proto(f) for f in page], next_page_token=token
+        )
+
+    @_mapped
+    async def RetryFailure(
+        self, request: replication_pb2.RetryFailureRequest, context: Context
+    ) -> replication_pb2.RetryFailureResponse:
+        outcome = await self._service.retry_failures(request.peer, request.id)
+        return replication_pb2.RetryFailureResponse(
+            retried=outcome.retried,
+            succeeded=outcome.succeeded,
+            still_failing=[failure_to_proto(f) for f in outcome.still_failing],
+        )
+
+    async def Sync(
+        self, request: replication_pb2.SyncRequest, context: Context
+    ) -> AsyncIterator[replication_pb2.SyncProgress]:
+        try:
+            async for p in self._service.sync(request.peer, request.repository):
+                yield replication_pb2.SyncProgress(
+                    phase=p.phase,
+                    repository=p.repository,
+                    reference=p.reference,
+                    done=p.done,
+                    total=p.total,
+                    images_copied=p.images_copied,
+                    bytes_copied=p.bytes_copied,
+                    failed=p.failed,
+                    error=p.error,
+                    finished=p.finished,
+                )
+        except tuple(cls for cls, _ in _CODES) as error:
+            code = next(code for cls, code in _CODES if isinstance(error, cls))
+            await context.abort(code, _message(error))

@@ -1,0 +1,108 @@
+"""Failure records: copies that failed for good, kept in KV with the reason until retried."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+
+from nats.js.client import JetStreamContext
+from nats.js.errors import KeyNotFoundError, NoKeysError
+from nats.js.kv import KeyValue
+
+from nimbus import streams
+from replicator.peers import open_bucket
+
+
+@dataclass
+class Failure:
+    peer: str
+    repository: str
+    # What the event named: the tag when there was one, else the manifest digest.
+    reference: str
+    digest: str
+    action: str
+    reason: str
+    attempts: int = 1
+    first_failed: float = 0.0
+    last_failed: float = 0.0
+
+    @property
+    def id(self) -> str:
+        return failure_id(self.repository, self.reference, self.action)
+
+
+def failure_id(repository: str, reference: str, action: str) -> str:
+    raw = f"{repository}\n{reference}\n{action}".encode()
+    return hashlib.sha256(raw).hexdigest()[:20]
+
+
+class FailureStore:
+    """Keys are `<peer>.<id>`, so one peer's failures list with a key filter."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+        # Keys this process knows to exist, so a success clears them without a lookup each time.
+        self._known: set[str] = set()
+
+    @classmethod
+    async def open(cls, js: JetStreamContext) -> FailureStore:
+        store = cls(await open_bucket(js, streams.REPLICATION_FAILURES_BUCKET))
+        try:
+            store._known.update(await store.kv.keys())
+        except NoKeysError:
+            pass
+        return store
+
+    async def record(self, failure: Failure) -> Failure:
+        key = f"{failure.peer}.{failure.id}"
+        now = time.time()
+        failure.first_failed = failure.last_failed = now
+        try:
+            entry = await self.kv.get(key)
+            if entry.value:
+                previous = json.loads(entry.value)
+                failure.attempts = int(previous.get("attempts", 0)) + 1
+                failure.first_failed = float(previous.get("first_failed", now))
+        except KeyNotFoundError:
+            pass
+        await self.kv.put(key, json.dumps(asdict(failure)).encode())
+        self._known.add(key)
+        return failure
+
+    async def clear(self, peer: str, repository: str, reference: str, action: str) -> None:
+        key = f"{peer}.{failure_id(repository, reference, action)}"
+        if key in self._known:
+            self._known.discard(key)
+            await self.kv.delete(key)
+
+    async def remove(self, peer: str, id_: str) -> None:
+        self._known.discard(f"{peer}.{id_}")
+        await self.kv.delete(f"{peer}.{id_}")
+
+    async def get(self, peer: str, id_: str) -> Failure | None:
+        try:
+            entry = await self.kv.get(f"{peer}.{id_}")
+        except KeyNotFoundError:
+            return None
+        return Failure(**json.loads(entry.value)) if entry.value else None
+
+    async def list(self, peer: str = "") -> list[Failure]:
+        try:
+            keys = await self.kv.keys()
+        except NoKeysError:
+            return []
+        found = []
+        for key in keys:
+            peer_name, _, id_ = key.partition(".")
+            if peer and peer_name != peer:
+                continue
+            failure = await self.get(peer_name, id_)
+            if failure is not None:
+                found.append(failure)
+        return sorted(found, key=lambda f: f.last_failed)
+
+    async def drop_peer(self, peer: str) -> None:
+        for failure in await self.list(peer):
+            await self.remove(peer, failure.id)

@@ -1,0 +1,253 @@
+"""The replicator's domain: peers and their workers, status, failures and sync.
+
+Every replica runs a worker per peer; the workers of all replicas share each peer's durable
+consumer, so the work is split. Peers live in KV: a change made through any replica reaches the
+others at their next refresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from nats.js.client import JetStreamContext
+
+from nimbus import streams
+from replicator.config import ReplicatorConfig
+from replicator.failures import Failure, FailureStore
+from replicator.oci.auth import Credentials
+from replicator.oci.client import RegistryClient, ssl_context
+from replicator.peers import Peer, PeerNotFoundError, PeerStore, open_bucket
+from replicator.status import PeerCounters, StatusBoard
+from replicator.sync import ReconcileLease, SyncProgress, reconcile_forever, sync
+from replicator.worker import Change, PeerWorker, backlog, delete_consumer, ensure_consumer
+
+log = logging.getLogger("nimbus.replicator")
+
+# How often a replica looks for peers created, changed or deleted through another replica.
+REFRESH_SECONDS = 2.0
+
+
+@dataclass
+class PeerStatus:
+    peer: str
+    backlog: int
+    in_flight: int
+    counters: PeerCounters
+    failures: int
+
+
+@dataclass
+class RetryOutcome:
+    retried: int
+    succeeded: int
+    still_failing: list[Failure]
+
+
+class ReplicationService:
+    def __init__(
+        self,
+        config: ReplicatorConfig,
+        js: JetStreamContext,
+        peers: PeerStore,
+        failures: FailureStore,
+        status: StatusBoard,
+        lease: ReconcileLease,
+    ) -> None:
+        self.config = config
+        self.site = config.site
+        self.js = js
+        self.peers = peers
+        self.failures = failures
+        self.status = status
+        self.lease = lease
+        src = config.source
+        self.source = RegistryClient(
+            src.url,
+            Credentials(src.username, src.password, src.token),
+            ssl=ssl_context(src.tls_verify, src.tls_ca),
+        )
+        self._workers: dict[str, tuple[bytes, PeerWorker, asyncio.Task[None] | None]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._refresh_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, config: ReplicatorConfig, js: JetStreamContext) -> ReplicationService:
+        status = await StatusBoard.open(js, config.instance)
+        lease = ReconcileLease(status.kv, config.instance)
+        return cls(
+            config,
+            js,
+            await PeerStore.open(js),
+            await FailureStore.open(js),
+            status,
+            lease,
+        )
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._tasks = [
+            asyncio.create_task(self._refresh_forever()),
+            asyncio.create_task(self.status.run()),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for name in list(self._workers):
+            await self._stop_worker(name)
+        with contextlib.suppress(Exception):
+            await self.status.flush()
+        await self.source.close()
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_SECONDS)
+            try:
+                await self.refresh()
+            except Exception as error:  # NATS away: keep the workers we have
+                log.warning("cannot refresh peers", extra={"error": repr(error)})
+
+    async def refresh(self) -> None:
+        """Start, restart or stop workers to match the peers bucket."""
+        async with self._refresh_lock:
+            wanted = {peer.name: peer for peer in await self.peers.list()}
+            for name in list(self._workers):
+                if name not in wanted or self._workers[name][0] != wanted[name].to_json():
+                    await self._stop_worker(name)
+            for name, peer in wanted.items():
+                if name not in self._workers:
+                    self._start_worker(peer)
+
+    def _start_worker(self, peer: Peer) -> None:
+        worker = PeerWorker(
+            peer,
+            site=self.site,
+            js=self.js,
+            source=self.source,
+            failures=self.failures,
+            status=self.status,
+            settings=self.config.worker_settings,
+        )
+        worker.start()
+        reconcile = None
+        if peer.reconcile_interval > 0:
+            reconcile = asyncio.create_task(reconcile_forever(worker, self.lease))
+        self._workers[peer.name] = (peer.to_json(), worker, reconcile)
+
+    async def _stop_worker(self, name: str) -> None:
+        _, worker, reconcile = self._workers.pop(name)
+        if reconcile is not None:
+            reconcile.cancel()
+            await asyncio.gather(reconcile, return_exceptions=True)
+        await worker.stop()
+
+    def worker(self, name: str) -> PeerWorker:
+        entry = self._workers.get(name)
+        if entry is None:
+            raise PeerNotFoundError(name)
+        return entry[1]
+
+    # -- peers --------------------------------------------------------------------------
+
+    async def create_peer(self, peer: Peer) -> Peer:
+        peer.validate()
+        # The consumer first: events from this moment on are kept for the peer.
+        await ensure_consumer(self.js, self.site, peer.name, self.config.worker_settings)
+        try:
+            created = await self.peers.create(peer)
+        except Exception:
+            await delete_consumer(self.js, self.site, peer.name)
+            raise
+        await self.refresh()
+        return created
+
+    async def get_peer(self, name: str) -> Peer:
+        return await self.peers.get(name)
+
+    async def list_peers(self) -> list[Peer]:
+        return await self.peers.list()
+
+    async def update_peer(self, peer: Peer) -> Peer:
+        await self.peers.get(peer.name)
+        updated = await self.peers.put(peer)
+        await self.refresh()
+        return updated
+
+    async def delete_peer(self, name: str) -> None:
+        await self.peers.delete(name)
+        await self.refresh()
+        await delete_consumer(self.js, self.site, name)
+        await self.failures.drop_peer(name)
+        await self.status.drop_peer(name)
+
+    # -- status and failures ------------------------------------------------------------
+
+    async def get_status(self, name: str = "") -> list[PeerStatus]:
+        names = [name] if name else [peer.name for peer in await self.peers.list()]
+        if name:
+            await self.peers.get(name)
+        failures = await self.failures.list()
+        found = []
+        for peer in names:
+            pending, unacked = await backlog(self.js, self.site, peer)
+            found.append(
+                PeerStatus(
+                    peer=peer,
+                    backlog=pending,
+                    in_flight=unacked,
+                    counters=await self.status.totals(peer),
+                    failures=sum(1 for f in failures if f.peer == peer),
+                )
+            )
+        return found
+
+    async def list_failures(self, peer: str = "") -> list[Failure]:
+        if peer:
+            await self.peers.get(peer)
+        return await self.failures.list(peer)
+
+    async def retry_failures(self, peer: str, failure_id: str = "") -> RetryOutcome:
+        """Apply failed changes again now (a few tries each); successes clear their record."""
+        await self.peers.get(peer)
+        await self.refresh()
+        worker = self.worker(peer)
+        if failure_id:
+            one = await self.failures.get(peer, failure_id)
+            if one is None:
+                raise KeyError(f"no failure {failure_id!r} for peer {peer!r}")
+            todo = [one]
+        else:
+            todo = await self.failures.list(peer)
+        outcome = RetryOutcome(0, 0, [])
+        for failure in todo:
+            outcome.retried += 1
+            tag = "" if ":" in failure.reference else failure.reference
+            change = Change(failure.action, failure.repository, failure.digest, tag, self.site)
+            try:
+                await worker.apply(change, attempts=2)
+                await self.failures.remove(peer, failure.id)
+                outcome.succeeded += 1
+            except Exception as error:
+                outcome.still_failing.append(await worker.fail(change, error))
+        return outcome
+
+    async def sync(self, peer: str, repository: str = "") -> AsyncIterator[SyncProgress]:
+        await self.peers.get(peer)
+        await self.refresh()
+        async for progress in sync(
+            self.worker(peer), repository, self.config.worker.sync_concurrency
+        ):
+            yield progress
+
+
+async def open_service(config: ReplicatorConfig, js: JetStreamContext) -> ReplicationService:
+    # Buckets are made on first use by whichever replica starts first.
+    await open_bucket(js, streams.PEERS_BUCKET)
+    return await ReplicationService.open(config, js)

@@ -1,0 +1,411 @@
+"""Consuming events for one peer: a durable pull consumer per peer, shared by every replica.
+
+Each peer has its own consumer, so a slow or dead peer only builds its own backlog. Events of one
+repository are applied in stream order (one lane per repository), different repositories in
+parallel. A message is acked once its change is at the peer; transient errors are retried with
+exponential backoff and jitter (honouring Retry-After) while the message is kept alive with
+progress acks; permanent errors become failure records and the message is acked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.client import JetStreamContext
+from nats.js.errors import NotFoundError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_never,
+    wait_exponential_jitter,
+)
+
+from nimbus import streams
+from proto.nimbus.v1 import events_pb2
+from registry import mediatypes as mt
+from registry.api.request import ORIGIN_SITE_HEADER
+from replicator.copier import DEFAULT_CHUNK_SIZE, Copier, CopyResult, MountHints, SourceMissingError
+from replicator.failures import Failure, FailureStore
+from replicator.oci.client import RegistryClient
+from replicator.oci.errors import RegistryError, is_transient
+from replicator.peers import Peer
+from replicator.rules import RuleAction, first_match
+from replicator.status import StatusBoard
+
+log = logging.getLogger("nimbus.replicator.worker")
+
+# Retry-After is honoured up to this many seconds.
+RETRY_AFTER_MAX = 600.0
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    ack_wait: float = 30.0
+    # Events held at once per peer (being copied or waiting behind their repository's lane).
+    max_in_flight: int = 32
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    blob_concurrency: int = 4
+    retry_initial: float = 0.5
+    retry_max: float = 30.0
+    fetch_timeout: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What one event asks of a peer."""
+
+    action: str
+    repository: str
+    digest: str
+    tag: str = ""
+    origin_site: str = ""
+
+    @property
+    def reference(self) -> str:
+        return self.tag or self.digest
+
+    def describe(self) -> str:
+        return f"{self.action} {self.repository}:{self.reference}"
+
+
+def change_of(event: events_pb2.Event) -> Change | None:
+    """The change an event carries, or None for what a peer needs not hear (blobs, pulls)."""
+    target = event.target
+    if event.action == RuleAction.PUSH:
+        if target.media_type not in mt.MANIFESTS or "/blobs/" in target.url:
+            return None  # blob uploads come along with the manifest that references them
+    elif event.action != RuleAction.DELETE:
+        return None  # pulls and mounts change nothing worth copying
+    if not target.repository or not (target.digest or target.tag):
+        return None
+    return Change(
+        action=event.action,
+        repository=target.repository,
+        digest=target.digest,
+        tag=target.tag,
+        origin_site=event.source.origin_site or event.source.site,
+    )
+
+
+def decode(data: bytes) -> events_pb2.Event | None:
+    try:
+        event: events_pb2.Event = events_pb2.Event.FromString(data)
+    except Exception:  # a malformed message must not stop the consumer
+        return None
+    return event
+
+
+class PeerWorker:
+    """Applies changes to one peer: from its consumer, and on demand (sync, retry)."""
+
+    def __init__(
+        self,
+        peer: Peer,
+        *,
+        site: str,
+        js: JetStreamContext,
+        source: RegistryClient,
+        failures: FailureStore,
+        status: StatusBoard,
+        settings: WorkerSettings,
+    ) -> None:
+        self.peer = peer
+        self.site = site
+        self.js = js
+        self.source = source
+        self.failures = failures
+        self.status = status
+        self.settings = settings
+        self.client = peer.client()
+        self.copier = Copier(
+            source,
+            self.client,
+            chunk_size=settings.chunk_size,
+            blob_concurrency=settings.blob_concurrency,
+            hints=MountHints(),
+        )
+        self._lanes: dict[str, deque[Msg]] = {}
+        # Msg is an unhashable dataclass: held by identity.
+        self._held: dict[int, Msg] = {}
+        self._room = asyncio.Condition()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._main: asyncio.Task[None] | None = None
+
+    @property
+    def consumer(self) -> str:
+        return streams.replicator_consumer(self.site, self.peer.name)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._main = asyncio.create_task(self._run(), name=f"peer-{self.peer.name}")
+        self._main.add_done_callback(self._main_done)
+
+    def _main_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "peer worker failed", exc_info=task.exception(), extra={"peer": self.peer.name}
+            )
+
+    async def stop(self) -> None:
+        tasks = [t for t in [self._main, *self._tasks] if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        # Hand unfinished events to another replica now rather than after ack_wait.
+        for msg in list(self._held.values()):
+            with contextlib.suppress(Exception):
+                await msg.nak()
+        self._held.clear()
+        await self.client.close()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await ensure_consumer(self.js, self.site, self.peer.name, self.settings)
+                sub = await self.js.pull_subscribe_bind(
+                    durable=self.consumer, stream=streams.EVENTS_STREAM
+                )
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # stream not created yet, NATS away
+                log.warning(
+                    "cannot bind the peer's consumer yet",
+                    extra={"peer": self.peer.name, "error": repr(error)},
+                )
+                await asyncio.sleep(2)
+        keepalive = asyncio.create_task(self._keep_alive())
+        self._tasks.add(keepalive)
+        log.info("peer worker started", extra={"peer": self.peer.name, "consumer": self.consumer})
+        while True:
+            async with self._room:
+                await self._room.wait_for(lambda: len(self._held) < self.settings.max_in_flight)
+                room = self.settings.max_in_flight - len(self._held)
+            try:
+                msgs = await sub.fetch(room, timeout=self.settings.fetch_timeout)
+            except asyncio.CancelledError:
+                raise
+            except TimeoutError:
+                continue
+            except Exception as error:  # NATS reconnecting: try again shortly
+                log.debug("fetch failed", extra={"peer": self.peer.name, "error": repr(error)})
+                await asyncio.sleep(0.5)
+                continue
+            for msg in msgs:
+                try:
+                    await self._dispatch(msg)
+                except Exception:  # a bug must not stop the peer: JetStream redelivers
+                    log.exception("cannot dispatch an event", extra={"peer": self.peer.name})
+
+    async def _dispatch(self, msg: Msg) -> None:
+        event = decode(msg.data)
+        change = change_of(event) if event is not None else None
+        if change is None or not self.wants(change):
+            await msg.ack()
+            return
+        self._held[id(msg)] = msg
+        self.status.in_flight(self.peer.name, 1)
+        lane = self._lanes.get(change.repository)
+        if lane is not None:
+            lane.append(msg)
+            return
+        self._lanes[change.repository] = deque([msg])
+        task = asyncio.create_task(self._drain(change.repository))
+        self._tasks.add(task)
+        task.add_done_callback(self._lane_done)
+
+    def _lane_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # A bug, not a peer problem: the held events go back to JetStream after ack_wait.
+            log.error("lane failed", exc_info=task.exception(), extra={"peer": self.peer.name})
+
+    async def _drain(self, repository: str) -> None:
+        """Apply one repository's events in order, then let the lane go."""
+        lane = self._lanes[repository]
+        try:
+            while lane:
+                msg = lane[0]
+                event = decode(msg.data)
+                assert event is not None
+                change = change_of(event)
+                assert change is not None
+                await self._handle(msg, change)
+                lane.popleft()
+                self._held.pop(id(msg), None)
+                self.status.in_flight(self.peer.name, -1)
+                async with self._room:
+                    self._room.notify_all()
+        finally:
+            if self._lanes.get(repository) is lane and not lane:
+                del self._lanes[repository]
+
+    async def _handle(self, msg: Msg, change: Change) -> None:
+        try:
+            await self.apply(change)
+        except SourceMissingError as error:
+            # Gone from the source since (deleted): the delete's own event says what to do.
+            log.info("nothing to copy", extra={"peer": self.peer.name, "reason": str(error)})
+        except Exception as error:
+            await self.fail(change, error)
+        await msg.ack()
+
+    async def _keep_alive(self) -> None:
+        """Progress acks for held events, so JetStream does not hand them to another replica."""
+        interval = max(0.5, self.settings.ack_wait / 3)
+        while True:
+            await asyncio.sleep(interval)
+            for msg in list(self._held.values()):
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
+
+    # -- applying changes ---------------------------------------------------------------
+
+    def wants(self, change: Change) -> bool:
+        """Whether a change goes to this peer: not back where it came from, and a rule says so."""
+        if self.peer.site and change.origin_site == self.peer.site:
+            return False
+        return (
+            first_match(self.peer.rules, change.repository, change.tag, change.action) is not None
+        )
+
+    async def apply(self, change: Change, attempts: int | None = None) -> CopyResult:
+        """Apply with retries of transient errors (forever unless ``attempts`` is given)."""
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(is_transient),
+            wait=self._wait,
+            stop=stop_after_attempt(attempts) if attempts else stop_never,
+            before_sleep=self._before_sleep(change),
+            reraise=True,
+        )
+        result = CopyResult()
+        async for attempt in retrying:
+            with attempt:
+                result = await self._apply_once(change)
+        await self.failures.clear(
+            self.peer.name, change.repository, change.reference, change.action
+        )
+        return result
+
+    async def _apply_once(self, change: Change) -> CopyResult:
+        origin = change.origin_site or self.site
+        if change.action == RuleAction.DELETE:
+            target = self.client.with_headers({ORIGIN_SITE_HEADER: origin})
+            await target.delete_manifest(change.repository, change.reference)
+            self.status.deleted(self.peer.name, change.describe())
+            return CopyResult(digest=change.digest)
+        result = await self.copier.copy(
+            change.repository,
+            change.digest or change.tag,
+            tag=change.tag,
+            origin_site=origin,
+        )
+        images = 1 if result.manifests_copied or result.tagged else 0
+        self.status.success(self.peer.name, change.describe(), images, result.bytes_copied)
+        log.info(
+            "replicated",
+            extra={
+                "peer": self.peer.name,
+                "change": change.describe(),
+                "digest": result.digest,
+                "bytes": result.bytes_copied,
+                "manifests": result.manifests_copied,
+            },
+        )
+        return result
+
+    async def fail(self, change: Change, error: BaseException) -> Failure:
+        reason = str(error) or repr(error)
+        log.warning(
+            "replication failed",
+            extra={"peer": self.peer.name, "change": change.describe(), "reason": reason},
+        )
+        self.status.error(self.peer.name, f"{change.describe()}: {reason}")
+        return await self.failures.record(
+            Failure(
+                peer=self.peer.name,
+                repository=change.repository,
+                reference=change.reference,
+                digest=change.digest,
+                action=change.action,
+                reason=reason,
+            )
+        )
+
+    def _wait(self, state: RetryCallState) -> float:
+        base = wait_exponential_jitter(
+            initial=self.settings.retry_initial, max=self.settings.retry_max
+        )(state)
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, RegistryError) and error.retry_after is not None:
+            return min(max(error.retry_after, 0.0), RETRY_AFTER_MAX)
+        return float(base)
+
+    def _before_sleep(self, change: Change) -> Callable[[RetryCallState], Any]:
+        def note(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            reason = f"{change.describe()}: {error!r} (attempt {state.attempt_number}, retrying)"
+            self.status.error(self.peer.name, reason)
+            if state.attempt_number in (1, 5) or state.attempt_number % 20 == 0:
+                log.warning(
+                    "peer unreachable or busy, retrying",
+                    extra={
+                        "peer": self.peer.name,
+                        "change": change.describe(),
+                        "error": repr(error),
+                    },
+                )
+
+        return note
+
+
+async def ensure_consumer(
+    js: JetStreamContext, site: str, peer: str, settings: WorkerSettings
+) -> None:
+    """The peer's durable consumer, created on first need; it starts at new events (a new
+    peer is backfilled by Sync, not by replaying the stream's history)."""
+    name = streams.replicator_consumer(site, peer)
+    try:
+        await js.consumer_info(streams.EVENTS_STREAM, name)
+        return
+    except NotFoundError:
+        pass
+    await js.add_consumer(
+        streams.EVENTS_STREAM,
+        ConsumerConfig(
+            durable_name=name,
+            filter_subject=streams.site_subjects(site),
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.NEW,
+            ack_wait=settings.ack_wait,
+            max_deliver=-1,
+            max_ack_pending=max(1000, settings.max_in_flight * 4),
+        ),
+    )
+
+
+async def delete_consumer(js: JetStreamContext, site: str, peer: str) -> None:
+    with contextlib.suppress(NotFoundError):
+        await js.delete_consumer(streams.EVENTS_STREAM, streams.replicator_consumer(site, peer))
+
+
+async def backlog(js: JetStreamContext, site: str, peer: str) -> tuple[int, int]:
+    """Events not yet delivered and events delivered but not acked, for one peer."""
+    try:
+        info = await js.consumer_info(
+            streams.EVENTS_STREAM, streams.replicator_consumer(site, peer)
+        )
+    except NotFoundError:
+        return 0, 0
+    return int(info.num_pending or 0), int(info.num_ack_pending or 0)
