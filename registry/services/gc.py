@@ -374,6 +374,7 @@ class GarbageCollector:
         except (PathNotFoundError, ValueError, OCIError):
             pass
         await self._delete_quietly(paths.revision_link(name, digest).rsplit("/", 1)[0])
+        self.manifests.forget(name, digest)
 
     async def _delete_quietly(self, path: str) -> None:
         try:

@@ -394,6 +394,11 @@ class ManifestService:
             RegistryEvent(Action.DELETE, name, str(digest), media_type, size, tag=tag, context=ctx)
         )
 
+    def forget(self, name: str, digest: Digest) -> None:
+        """Drop cached lookups of a revision removed without `delete` (garbage collection)."""
+        self._revisions.drop((name, str(digest)))
+        self._tags.drop_value(name, str(digest))
+
     async def tags_of(self, name: str, digest: Digest) -> list[str]:
         found = []
         for tag in await self.driver.list(paths.tags_root(name)):
