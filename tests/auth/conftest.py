@@ -44,7 +44,14 @@ def write_htpasswd(path: Path, users: dict[str, str]) -> Path:
 def write_config(directory: Path, **auth: Any) -> Path:
     """A registry configuration file with the users and rules above, and ``auth`` on top."""
     htpasswd = write_htpasswd(directory / "htpasswd", USERS)
-    section = {"htpasswd": str(htpasswd), "groups": GROUPS, "access": ACCESS, **auth}
+    # Tests fail logins on purpose; only the rate-limit test wants the limit near.
+    section = {
+        "htpasswd": str(htpasswd),
+        "groups": GROUPS,
+        "access": ACCESS,
+        "login_attempts": 1000,
+        **auth,
+    }
     path = directory / "registry.yaml"
     path.write_text(yaml.safe_dump({"auth": section}))
     return path
