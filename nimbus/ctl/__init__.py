@@ -29,6 +29,7 @@ AREAS: list[str] = [
     "registry",
     "webhooks",
     "events",
+    "peers",
 ]
 
 DEFAULT_CONFIG = Path("~/.config/nimbus/ctl.yaml")
