@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from aiohttp import web
 
 from registry.api.request import query_value, repository_name
@@ -19,4 +21,4 @@ async def list_referrers(request: web.Request) -> web.Response:
     if artifact_type:
         headers["OCI-Filters-Applied"] = "artifactType"
     index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors}
-    return web.json_response(index, headers=headers, content_type=None)
+    return web.Response(body=json.dumps(index).encode(), headers=headers)
