@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -477,7 +478,7 @@ BAD_NAMES = ["../x", "A/B", "a//b", "a" * 300, "a/", "-a", "a/.b", "a__-b", "a/_
 async def test_invalid_names(client: OCIClient, name: str, unchanged: None) -> None:
     blob = make_blob(100, seed=73)
     image = make_image((10,), seed=73)
-    requests = [
+    requests: list[tuple[str, str, dict[str, Any]]] = [
         ("POST", f"/v2/{name}/blobs/uploads/", {}),
         ("POST", f"/v2/{name}/blobs/uploads/?digest={blob.digest}", {"data": blob.data}),
         (
