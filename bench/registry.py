@@ -62,6 +62,7 @@ class Settings:
     layer_mib: int = 64
     load: str = "auto"
     access_log: bool = True
+    nimbus_env: tuple[tuple[str, str], ...] = ()
     kinds: tuple[str, ...] = KINDS
     keep: bool = False
     results_dir: Path = RESULTS_DIR
@@ -117,6 +118,13 @@ def parse_args(argv: list[str]) -> Settings:
         "--no-access-log", action="store_true", help="turn both servers' access logs off"
     )
     parser.add_argument(
+        "--nimbus-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for nimbus, e.g. NIMBUS_EVENT_LOOP=uvloop (repeatable)",
+    )
+    parser.add_argument(
         "--servers",
         default=",".join(KINDS),
         help="which servers to run, comma-separated (nimbus,distribution)",
@@ -130,6 +138,12 @@ def parse_args(argv: list[str]) -> Settings:
         parser.error(f"--servers: choose from {', '.join(KINDS)}")
     if args.workers < 1:
         parser.error("--workers: at least 1")
+    nimbus_env = []
+    for item in args.nimbus_env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--nimbus-env: expected KEY=VALUE, got {item!r}")
+        nimbus_env.append((key, value))
     quick = bool(args.quick)
     return Settings(
         workers=args.workers,
@@ -144,6 +158,7 @@ def parse_args(argv: list[str]) -> Settings:
         layer_mib=args.layer_mib or (8 if quick else 64),
         load=args.load,
         access_log=not args.no_access_log,
+        nimbus_env=tuple(nimbus_env),
         kinds=kinds,
         keep=args.keep,
         results_dir=args.results_dir,
@@ -258,6 +273,11 @@ class Run:
         self.push_s: dict[str, list[float]] = {k: [] for k in settings.kinds}
         self.pull_s: dict[str, list[float]] = {k: [] for k in settings.kinds}
         self.loads: dict[str, dict[str, load.LoadResult]] = {k: {} for k in settings.kinds}
+        # Server CPU seconds used by each push, each pull and each load run: on a shared
+        # machine these move far less with other work than wall-clock rates do.
+        self.push_cpu_s: dict[str, list[float]] = {k: [] for k in settings.kinds}
+        self.pull_cpu_s: dict[str, list[float]] = {k: [] for k in settings.kinds}
+        self.load_cpu_s: dict[str, dict[str, float]] = {k: {} for k in settings.kinds}
 
     def _note_rss(self, kind: str, phase: str) -> None:
         server = self.live.get(kind)
@@ -272,9 +292,8 @@ class Run:
         if old is not None:
             old.stop()
             shutil.rmtree(old.data_dir, ignore_errors=True)
-        server = servers.make(
-            kind, self.workdir, name, self.settings.workers, self.settings.access_log
-        )
+        s = self.settings
+        server = servers.make(kind, self.workdir, name, s.workers, s.access_log, dict(s.nimbus_env))
         self.live[kind] = server.start()
         return server
 
@@ -287,7 +306,9 @@ class Run:
         for i in range(self.settings.repeat):
             for kind in _order(self.settings.kinds, i):
                 server = self._fresh_server(kind, f"{kind}-{i}")
+                cpu = server.cpu_seconds()
                 elapsed = push(image, server)
+                self.push_cpu_s[kind].append(server.cpu_seconds() - cpu)
                 self.push_s[kind].append(elapsed)
                 self._note_rss(kind, f"push-{i}")
                 _say(f"push {i + 1}/{self.settings.repeat} {kind}: {elapsed:.2f} s")
@@ -296,7 +317,10 @@ class Run:
         for i in range(self.settings.repeat):
             for kind in _order(self.settings.kinds, i):
                 into = self.workdir / f"pull-{kind}-{i}"
-                elapsed = pull(image, self.live[kind], into)
+                server = self.live[kind]
+                cpu = server.cpu_seconds()
+                elapsed = pull(image, server, into)
+                self.pull_cpu_s[kind].append(server.cpu_seconds() - cpu)
                 shutil.rmtree(into, ignore_errors=True)
                 self.pull_s[kind].append(elapsed)
                 _say(f"pull {i + 1}/{self.settings.repeat} {kind}: {elapsed:.2f} s")
@@ -313,13 +337,16 @@ class Run:
             target = load.Target(f"{server.url}{path}", method, {"Accept": ACCEPT})
             if warmup > 0:
                 load.run(target, tool, s.threads, connections, warmup)
+            cpu = server.cpu_seconds()
             result = load.run(target, tool, s.threads, connections, s.duration)
+            cpu = server.cpu_seconds() - cpu
             self.loads[kind][name] = result
+            self.load_cpu_s[kind][name] = cpu
             self._note_rss(kind, name)
             _say(
                 f"{name} {kind} ({tool}): {result.requests_per_s:,.0f} req/s, "
                 f"{result.mib_per_s:,.1f} MiB/s, p99 {result.p99_ms:.2f} ms, "
-                f"errors {result.errors}"
+                f"errors {result.errors}, server CPU {cpu:.2f} s"
             )
             if result.requests == 0:
                 raise RuntimeError(f"{name} on {kind}: no request completed")
@@ -332,6 +359,16 @@ def _median_rate(total_bytes: int, seconds: list[float]) -> float:
     return total_bytes / MIB / statistics.median(seconds)
 
 
+def _per(run: Run, kind: str, name: str) -> float:
+    """Server CPU seconds per request of load run `name`."""
+    return run.load_cpu_s[kind][name] / max(1, run.loads[kind][name].requests)
+
+
+def _per_gib(run: Run, kind: str, name: str) -> float:
+    """Server CPU seconds per GiB read by the clients of load run `name`."""
+    return run.load_cpu_s[kind][name] / max(1e-9, run.loads[kind][name].bytes / 2**30)
+
+
 def metrics(run: Run, image: BenchImage) -> list[Metric]:
     found = [
         Metric("push_mib_s", "push MiB/s (skopeo)", HIGHER),
@@ -342,6 +379,11 @@ def metrics(run: Run, image: BenchImage) -> list[Metric]:
         Metric("manifest_head_p99_ms", "manifest HEAD p99 ms", LOWER),
         Metric("blob_get_mib_s", "blob GET MiB/s", HIGHER),
         Metric("peak_rss_mib", "peak RSS MiB", LOWER),
+        Metric("push_cpu_s", "server CPU s per push", LOWER),
+        Metric("pull_cpu_s", "server CPU s per pull", LOWER),
+        Metric("manifest_get_cpu_us", "server CPU us per manifest GET", LOWER),
+        Metric("manifest_head_cpu_us", "server CPU us per manifest HEAD", LOWER),
+        Metric("blob_get_cpu_ms_gib", "server CPU ms per GiB of blob GET", LOWER),
     ]
     by_key = {m.key: m for m in found}
     for kind in run.settings.kinds:
@@ -355,6 +397,11 @@ def metrics(run: Run, image: BenchImage) -> list[Metric]:
             "manifest_head_p99_ms": loads["manifest_head"].p99_ms,
             "blob_get_mib_s": loads["blob_get"].mib_per_s,
             "peak_rss_mib": run.peak_rss_kib[kind] / 1024,
+            "push_cpu_s": statistics.median(run.push_cpu_s[kind]),
+            "pull_cpu_s": statistics.median(run.pull_cpu_s[kind]),
+            "manifest_get_cpu_us": _per(run, kind, "manifest_get") * 1e6,
+            "manifest_head_cpu_us": _per(run, kind, "manifest_head") * 1e6,
+            "blob_get_cpu_ms_gib": _per_gib(run, kind, "blob_get") * 1e3,
         }
         for key, value in values.items():
             by_key[key].values[kind] = value
@@ -391,7 +438,8 @@ def describe(settings: Settings, image: BenchImage, info: dict[str, Any], date: 
         [
             f"Date: {date}. Machine: {info['nproc']} CPUs (nproc), {info['cpu']}, "
             f"{info['memory_gib']} GiB, Linux {info['kernel']}, Python {info['python']}; "
-            f"load average at start {' '.join(map(str, info['loadavg_at_start']))}.",
+            f"load average {info['loadavg_at_start'][0]} at start, "
+            f"{info['loadavg_at_end'][0]} at end.",
             f"Nimbus {info['nimbus_commit']} ({workers}), {info['distribution']}, "
             f"{info['skopeo']}. Clients run on the same cores as the servers.",
             f"Image: {settings.layers} x {settings.layer_mib} MiB random gzip layers "
@@ -400,7 +448,12 @@ def describe(settings: Settings, image: BenchImage, info: dict[str, Any], date: 
             f"{settings.threads} threads, {settings.connections} connections, "
             f"{settings.duration:g} s. Blob GET ({get_tool}): one {settings.layer_mib} MiB "
             f"layer, {settings.blob_connections} connections, {settings.duration:g} s. "
-            f"Access logs {'on' if settings.access_log else 'off'} for both.",
+            f"Access logs {'on' if settings.access_log else 'off'} for both."
+            + (
+                " Nimbus environment: " + " ".join(f"{k}={v}" for k, v in settings.nimbus_env) + "."
+                if settings.nimbus_env
+                else ""
+            ),
         ]
     )
 
@@ -442,6 +495,9 @@ def write_json(
             kind: {
                 "push_s": run.push_s[kind],
                 "pull_s": run.pull_s[kind],
+                "push_cpu_s": run.push_cpu_s[kind],
+                "pull_cpu_s": run.pull_cpu_s[kind],
+                "load_cpu_s": run.load_cpu_s[kind],
                 "loads": {name: r.to_json() for name, r in run.loads[kind].items()},
                 "peak_rss_kib": run.peak_rss_kib[kind],
                 "rss_kib_by_phase": run.rss_by_phase[kind],
@@ -493,11 +549,18 @@ def run(settings: Settings) -> Path:
             _say(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+    info["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     found = metrics(bench_run, image)
     print()
     print(describe(settings, image, info, date))
     print()
     print(table(found, settings.kinds))
+    busiest = max(info["loadavg_at_start"][0], info["loadavg_at_end"][0])
+    if busiest > info["nproc"] / 2:
+        print(
+            f"\nNOTE: the machine was busy with other work (load average up to {busiest}); "
+            "rates are noisy, the CPU-per-request rows much less so."
+        )
     errors = {
         f"{kind} {name}": r.errors
         for kind in settings.kinds

@@ -86,6 +86,20 @@ def peak_rss_kib(pid: int) -> int:
     return 0
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used so far (0 once gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    # utime and stime: fields 14 and 15 of proc(5), 12 and 13 after the command name.
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
 @dataclass
 class Server:
     """One registry process (with its workers); start() waits until every listener is up."""
@@ -144,6 +158,12 @@ class Server:
             return 0
         return sum(peak_rss_kib(pid) for pid in process_tree(self.proc.pid))
 
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the server's live processes."""
+        if self.proc is None or self.proc.poll() is not None:
+            return 0.0
+        return sum(cpu_seconds(pid) for pid in process_tree(self.proc.pid))
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -167,7 +187,13 @@ def _nimbus_argv() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "nimbus.cli"]
 
 
-def nimbus(workdir: Path, name: str, workers: int = 1, access_log: bool = True) -> Server:
+def nimbus(
+    workdir: Path,
+    name: str,
+    workers: int = 1,
+    access_log: bool = True,
+    env: dict[str, str] | None = None,
+) -> Server:
     """`nimbus registry` with its own storage under `workdir`/`name` (not started yet)."""
     port = free_port()
     root = workdir / name
@@ -183,8 +209,8 @@ def nimbus(workdir: Path, name: str, workers: int = 1, access_log: bool = True) 
         "--workers",
         str(workers),
     ]
-    env = {"NIMBUS_ACCESS_LOG": "true" if access_log else "false"}
-    return Server(NIMBUS, argv, port, data, root / "server.log", env, workers)
+    settings = {"NIMBUS_ACCESS_LOG": "true" if access_log else "false", **(env or {})}
+    return Server(NIMBUS, argv, port, data, root / "server.log", settings, workers)
 
 
 def distribution_config(data: Path, port: int, access_log: bool = True) -> str:
@@ -225,9 +251,16 @@ def distribution(workdir: Path, name: str, access_log: bool = True) -> Server:
     return Server(DISTRIBUTION, [binary, "serve", str(config)], port, data, root / "server.log")
 
 
-def make(kind: str, workdir: Path, name: str, workers: int = 1, access_log: bool = True) -> Server:
+def make(
+    kind: str,
+    workdir: Path,
+    name: str,
+    workers: int = 1,
+    access_log: bool = True,
+    nimbus_env: dict[str, str] | None = None,
+) -> Server:
     if kind == NIMBUS:
-        return nimbus(workdir, name, workers, access_log)
+        return nimbus(workdir, name, workers, access_log, nimbus_env)
     if kind == DISTRIBUTION:
         return distribution(workdir, name, access_log)
     raise ValueError(f"unknown server {kind!r}")
