@@ -12,7 +12,7 @@ import urllib.request
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -21,6 +21,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from replicator.oci.auth import parse_www_authenticate
 from tests.fixtures.images import Blob, Image
 from tests.fixtures.registry import RegistryProcess
+
+
+class Served(Protocol):
+    """A registry process, ours or Distribution: what skopeo needs is its HOST:PORT."""
+
+    @property
+    def host(self) -> str: ...
 
 
 @dataclass
@@ -181,7 +188,7 @@ def skopeo_login(
 
 
 def skopeo_push(
-    source: str, registry: RegistryProcess, ref: str, *extra: str
+    source: str, registry: Served, ref: str, *extra: str
 ) -> subprocess.CompletedProcess[str]:
     return skopeo(
         "copy", "--dest-tls-verify=false", *extra, source, f"docker://{registry.host}/{ref}"
@@ -189,6 +196,6 @@ def skopeo_push(
 
 
 def skopeo_pull(
-    registry: RegistryProcess, ref: str, dest: str, *extra: str
+    registry: Served, ref: str, dest: str, *extra: str
 ) -> subprocess.CompletedProcess[str]:
     return skopeo("copy", "--src-tls-verify=false", *extra, f"docker://{registry.host}/{ref}", dest)

@@ -11,7 +11,7 @@ import pytest
 
 from tests.auth.clients import basic, http, push_image_http, skopeo_login, skopeo_pull, skopeo_push
 from tests.auth.conftest import USERS
-from tests.fixtures.images import OCILayout, make_blob, make_image
+from tests.fixtures.images import Image, OCILayout, make_blob, make_image
 from tests.fixtures.registry import RegistryProcess
 
 pytestmark = pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo not installed")
@@ -72,13 +72,15 @@ def test_push_and_pull_allowed_and_denied_per_rule(
         assert skopeo_login(basic_registry, authfiles[user], user, USERS[user]).returncode == 0
 
     def push(user: str, ref: str) -> str:
-        result = skopeo_push(layout.ref("v1"), basic_registry, ref, "--authfile", authfiles[user])
+        result = skopeo_push(
+            layout.ref("v1"), basic_registry, ref, "--authfile", str(authfiles[user])
+        )
         return "ok" if result.returncode == 0 else result.stderr.lower()
 
     def pull(user: str, ref: str) -> str:
         slug = ref.replace("/", "-").replace(":", "-")
         dest = f"oci:{tmp_path / f'pulled-{user}-{slug}'}:v1"
-        result = skopeo_pull(basic_registry, ref, dest, "--authfile", authfiles[user])
+        result = skopeo_pull(basic_registry, ref, dest, "--authfile", str(authfiles[user]))
         return "ok" if result.returncode == 0 else result.stderr.lower()
 
     assert push("alice", "alice/app:v1") == "ok"
@@ -93,6 +95,7 @@ def test_push_and_pull_allowed_and_denied_per_rule(
 
     # Credentials given on the command line instead of a login.
     image = layout.tags["v1"]
+    assert isinstance(image, Image)
     result = skopeo_push(
         layout.ref("v1"), basic_registry, "team/creds:v1", "--dest-creds", creds("bob")
     )
@@ -127,6 +130,7 @@ def test_anonymous_pull_only_where_allowed(
     assert refused.returncode != 0
 
     image = layout.tags["v1"]
+    assert isinstance(image, Image)
     url = basic_registry.url
     assert http("GET", f"{url}/v2/public/base/manifests/v1").status == 200
     assert http("HEAD", f"{url}/v2/public/base/blobs/{image.layers[0].digest}").status == 200

@@ -160,7 +160,9 @@ def test_skopeo_follows_the_token_flow(
     assert skopeo_login(token_registry, tmp_path / "x.json", "bob", "wrong").returncode != 0
 
     def push(user: str, ref: str) -> str:
-        result = skopeo_push(layout.ref("v1"), token_registry, ref, "--authfile", authfiles[user])
+        result = skopeo_push(
+            layout.ref("v1"), token_registry, ref, "--authfile", str(authfiles[user])
+        )
         return "ok" if result.returncode == 0 else result.stderr.lower()
 
     assert push("bob", "team/sk:v1") == "ok"
@@ -169,9 +171,14 @@ def test_skopeo_follows_the_token_flow(
     refused = push("alice", "team/sk:v2")
     assert "denied" in refused or "403" in refused
     pulled = skopeo_pull(
-        token_registry, "team/sk:v1", f"oci:{tmp_path / 'a'}:v1", "--authfile", authfiles["alice"]
+        token_registry,
+        "team/sk:v1",
+        f"oci:{tmp_path / 'a'}:v1",
+        "--authfile",
+        str(authfiles["alice"]),
     )
     assert pulled.returncode == 0, pulled.stderr
+    assert '"path": "/auth/token"' in token_registry.log_text()  # skopeo did fetch tokens
     # Anonymous: skopeo fetches an anonymous token, which covers public/** only.
     empty = tmp_path / "empty.json"
     empty.write_text('{"auths": {}}')
