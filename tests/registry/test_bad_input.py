@@ -219,8 +219,7 @@ async def test_chunk_whose_content_range_and_length_disagree(
         data=b"b" * 50,
         headers={"Content-Range": "100-199", "Content-Type": "application/octet-stream"},
     )
-    assert reply.status in (400, 416), reply.body
-    assert set(reply.error_codes) & {"SIZE_INVALID", "RANGE_INVALID", "BLOB_UPLOAD_INVALID"}
+    reply.expect_error(400, "SIZE_INVALID")
     assert snapshot(data_dir) == before
     assert (await client.request("GET", location)).headers["Range"] == "0-99"
 
@@ -242,8 +241,7 @@ async def test_streamed_chunk_shorter_than_its_content_range(
         data=body(),
         headers={"Content-Range": "100-199", "Content-Type": "application/octet-stream"},
     )
-    assert reply.status in (400, 416), reply.body
-    assert set(reply.error_codes) & {"SIZE_INVALID", "RANGE_INVALID", "BLOB_UPLOAD_INVALID"}
+    reply.expect_error(400, "SIZE_INVALID")
     assert snapshot(data_dir) == before
     assert (await client.request("GET", location)).headers["Range"] == "0-99"
 
@@ -269,8 +267,7 @@ async def test_body_without_a_digest_is_not_an_upload(
     client: OCIClient, repo: str, unchanged: None
 ) -> None:
     reply = await client.request("POST", f"/v2/{repo}/blobs/uploads/", data=b"stray body")
-    assert reply.status in (400, 404), reply.body
-    assert "BLOB_UPLOAD_INVALID" in reply.error_codes or reply.status == 202
+    reply.expect_error(400, "BLOB_UPLOAD_INVALID")
 
 
 async def test_closing_an_upload_without_a_digest(
@@ -451,7 +448,8 @@ async def test_invalid_tags(client: OCIClient, repo: str, data_dir: Path, tag: s
         headers={"Content-Type": OCI_MANIFEST},
     )
     assert reply.status == 400, reply.body
-    assert set(reply.error_codes) & {"TAG_INVALID", "MANIFEST_INVALID", "NAME_INVALID"}
+    # TAG_INVALID is Distribution's code for it; MANIFEST_INVALID the nearest of the spec's.
+    assert set(reply.error_codes) & {"TAG_INVALID", "MANIFEST_INVALID"}
     assert snapshot(data_dir) == before
 
 
