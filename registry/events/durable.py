@@ -31,6 +31,7 @@ log = logging.getLogger("nimbus.events")
 MIN_FLUSH_TIMEOUT = 2.0
 # How often the flusher looks again while NATS stays away.
 RETRY_INTERVAL = 1.0
+MAX_BACKOFF = 5.0
 
 
 class DurableSink:
@@ -51,6 +52,8 @@ class DurableSink:
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._logged_depth = 0
+        self._failures = 0
+        self._retry_at = 0.0
 
     async def start(self, connect_wait: float = 2.0) -> None:
         """Load the outbox, start flushing, and give NATS a moment to answer first."""
@@ -111,6 +114,7 @@ class DurableSink:
     # -- the flusher ---------------------------------------------------------------------
 
     async def _nats_ready(self) -> None:
+        self._retry_at = 0.0
         self._wake.set()
 
     async def _flush_loop(self) -> None:
@@ -120,7 +124,7 @@ class DurableSink:
             except TimeoutError:
                 pass
             self._wake.clear()
-            if self.outbox.depth and self.publisher.ready:
+            if self.outbox.depth and self.publisher.ready and time.monotonic() >= self._retry_at:
                 try:
                     await self.flush()
                 except asyncio.CancelledError:
@@ -153,13 +157,23 @@ class DurableSink:
             try:
                 await self.publisher.publish(message, self.flush_timeout)
             except Exception as exc:
-                log.info(
-                    "outbox flush paused",
-                    extra={"error": repr(exc), "depth": self.outbox.depth},
-                )
+                self._failures += 1
+                if self._failures == 1 or self._failures % 20 == 0:
+                    log.warning(
+                        "outbox flush paused",
+                        extra={
+                            "error": repr(exc),
+                            "depth": self.outbox.depth,
+                            "failures": self._failures,
+                        },
+                    )
                 # A server that lost its store answers "no stream": make it again.
                 await self.publisher.ensure_stream()
+                # NATS is up but refuses: back off rather than hammer it (a reconnect ends it).
+                delay = min(MAX_BACKOFF, 0.1 * 2 ** min(self._failures, 10))
+                self._retry_at = time.monotonic() + delay
                 return
+            self._failures = 0
             self.metrics.events_publish_latency.observe(time.perf_counter() - started)
             self.metrics.events_published.labels(message.action, "outbox").inc()
             await self.outbox.remove(seq)
