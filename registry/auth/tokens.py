@@ -333,7 +333,11 @@ def _parse_access(raw: Any) -> tuple[ResourceAccess, ...]:
 
 
 class TokenVerifier:
-    """Checks access tokens for this registry: signature, expiry, issuer, audience, claims."""
+    """Checks access tokens for this registry: signature, expiry, issuer, audience, claims.
+
+    A client sends the same token with every request of a push or pull, so a verified token is
+    remembered (by its hash) until it expires instead of checking its signature each time.
+    """
 
     def __init__(
         self,
@@ -341,18 +345,50 @@ class TokenVerifier:
         issuer: str,
         audience: str,
         algorithms: Sequence[str] = (SIGNING_ALGORITHM,),
+        cache_size: int = 4096,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self.keys = list(keys)
+        self._keys = list(keys)
         self.issuer = issuer
         self.audience = audience
         self.algorithms = tuple(algorithms)
+        self._verified: dict[bytes, tuple[float, TokenClaims]] = {}
+        self._cache_size = cache_size
+        self._clock = clock
+
+    @property
+    def keys(self) -> list[VerificationKey]:
+        return self._keys
+
+    @keys.setter
+    def keys(self, keys: Sequence[VerificationKey]) -> None:
+        # New keys (a rotation): what the old ones verified is checked again.
+        self._keys = list(keys)
+        self._verified.clear()
 
     def verify(self, token: str) -> TokenClaims:
-        claims = _decode(token, self.keys, self.algorithms, self.issuer, self.audience)
+        key = hashlib.sha256(token.encode()).digest()
+        cached = self._verified.get(key)
+        if cached is not None:
+            if cached[0] > self._clock():
+                return cached[1]
+            del self._verified[key]
+        claims = _decode(token, self._keys, self.algorithms, self.issuer, self.audience)
         if _REFRESH_CLAIM in claims:
             # A refresh token only buys access tokens at the token endpoint.
             raise TokenError("a refresh token is not an access token")
         subject = claims.get("sub", "")
         if not isinstance(subject, str):
             raise TokenError("token subject is malformed")
-        return TokenClaims(subject, _parse_access(claims.get("access")))
+        verified = TokenClaims(subject, _parse_access(claims.get("access")))
+        self._remember(key, float(claims["exp"]), verified)
+        return verified
+
+    def _remember(self, key: bytes, expires: float, claims: TokenClaims) -> None:
+        if len(self._verified) >= self._cache_size:
+            now = self._clock()
+            for stale in [k for k, (exp, _) in self._verified.items() if exp <= now]:
+                del self._verified[stale]
+            while len(self._verified) >= self._cache_size:
+                del self._verified[next(iter(self._verified))]
+        self._verified[key] = (expires, claims)
