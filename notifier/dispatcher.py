@@ -81,12 +81,21 @@ class Job:
     tracker: Tracker
     # The message was handed out before: records may already say how it went.
     redelivered: bool
+    # Bodies by format, rendered once for all the event's webhooks.
+    renders: dict[int, tuple[bytes, str]]
 
 
 def new_record(
-    webhook: webhooks_pb2.Webhook, event: events_pb2.Event, ident: str
+    webhook: webhooks_pb2.Webhook,
+    event: events_pb2.Event,
+    ident: str,
+    renders: dict[int, tuple[bytes, str]] | None = None,
 ) -> webhooks_pb2.Delivery:
-    body, content_type = bodies.render(event, webhook.body_format)
+    """A delivery not attempted yet; `renders` shares bodies among an event's webhooks."""
+    renders = {} if renders is None else renders
+    if webhook.body_format not in renders:
+        renders[webhook.body_format] = bodies.render(event, webhook.body_format)
+    body, content_type = renders[webhook.body_format]
     record = webhooks_pb2.Delivery(
         id=ident,
         webhook_id=webhook.id,
@@ -189,7 +198,9 @@ class Dispatcher:
                     msgs = await sub.fetch(min(batch, room), timeout=5)
                 except nats.errors.TimeoutError:
                     continue
-                except (nats.errors.ConnectionClosedError, nats.errors.NoServersError):
+                except Exception:
+                    # NATS away or restarting: the client reconnects by itself; ask again soon.
+                    log.warning("fetching events failed; retrying", exc_info=True)
                     await asyncio.sleep(1)
                     continue
                 for msg in msgs:
@@ -237,8 +248,10 @@ class Dispatcher:
         tracker = Tracker(msg, len(hooks))
         self._inflight[meta.sequence.stream] = tracker
         redelivered = meta.num_delivered > 1
+        renders: dict[int, tuple[bytes, str]] = {}
         for webhook in hooks:
-            self._enqueue(Job(webhook.id, event, tracker, redelivered), event.target.repository)
+            job = Job(webhook.id, event, tracker, redelivered, renders)
+            self._enqueue(job, event.target.repository)
 
     def _enqueue(self, job: Job, repository: str) -> None:
         key = (job.webhook_id, repository)
@@ -304,8 +317,8 @@ class Dispatcher:
             if record is not None and record.status in FINAL:
                 return
         if record is None:
-            record = new_record(webhook, job.event, ident)
-        await self._attempts(record)
+            record = new_record(webhook, job.event, ident, job.renders)
+        await self._attempts(record, job.event.timestamp.ToNanoseconds() / 1e9)
 
     def _current(self, webhook_id: str) -> webhooks_pb2.Webhook | None:
         for webhook in self._webhooks.cached():
@@ -321,9 +334,13 @@ class Dispatcher:
             return min(error.retry_after, self._config.delivery.retry_after_max)
         return float(self._backoff(state))
 
-    async def _attempts(self, record: webhooks_pb2.Delivery) -> None:
+    async def _attempts(self, record: webhooks_pb2.Delivery, event_time: float = 0.0) -> None:
         d = self._config.delivery
-        age = time.time() - record.created_at.ToNanoseconds() / 1e9
+        # Age counts from the event (the push), however long it waited for its turn.
+        born = record.created_at.ToNanoseconds() / 1e9
+        if event_time:
+            born = min(born, event_time)
+        age = time.time() - born
         deadline = time.monotonic() + max(0.0, d.max_age - age)
         receiver = self._receivers.get(record.url)
 
@@ -361,7 +378,11 @@ class Dispatcher:
     ) -> None:
         if not await receiver.breaker.admit(deadline):
             raise _Expired
-        outcome = await self._send(record, receiver)
+        try:
+            outcome = await self._send(record, receiver)
+        except BaseException:
+            await asyncio.shield(receiver.breaker.release_probe())
+            raise
         await receiver.breaker.record(healthy=not outcome.receiver_failure)
         record.attempts.append(outcome.attempt)
         record.status = (
