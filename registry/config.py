@@ -225,9 +225,11 @@ class RegistryConfig:
     log_level: str = "info"
     access_log: bool = True
     catalog_page_size: int = 1000
-    # How long a tag or manifest lookup is reused; changes made through another worker or
-    # replica become visible after at most this long. 0 turns the cache off.
-    link_cache_ttl: float = 1.0
+    # How long a tag or manifest lookup is reused. Negative (the default) means automatic: on
+    # (1 s) when this process is the only writer (one worker, filesystem storage), where writes
+    # keep the cache exact; off when other workers or replicas write, so every read sees the
+    # last write. A positive value with several writers trades that for speed.
+    link_cache_ttl: float = -1.0
     # The standard loop has zero-copy sendfile for blobs; see nimbus/eventloop.py.
     event_loop: str = "asyncio"
     events: EventsConfig = field(default_factory=EventsConfig)
@@ -258,10 +260,11 @@ class RegistryConfig:
             raise ConfigError("catalog_page_size: between 1 and 10000")
         if self.event_loop not in LOOPS:
             raise ConfigError(f"event_loop: one of {', '.join(LOOPS)}")
-        if self.link_cache_ttl < 0:
-            raise ConfigError("link_cache_ttl: must be 0 or more seconds")
         self.events.validate()
         self.storage.validate()
+        if self.link_cache_ttl < 0:
+            sole_writer = self.workers == 1 and self.storage.driver == "filesystem"
+            self.link_cache_ttl = 1.0 if sole_writer else 0.0
         self.auth.validate()
 
     def grpc(self) -> GrpcServerConfig:
