@@ -52,6 +52,13 @@ async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
     except OCIError as error:
         response = error_response(error, request_id)
+    except ConnectionResetError:
+        # The client left mid-body; the service already undid the partial write.
+        log.info("client disconnected", extra={"request_id": request_id, "path": request.path})
+        response = error_response(
+            OCIError(ErrorCode.BLOB_UPLOAD_INVALID, "connection lost before the body ended"),
+            request_id,
+        )
     except PathNotFoundError as error:
         # A race with a concurrent delete: the object went away between two reads.
         response = error_response(OCIError(ErrorCode.NAME_UNKNOWN, str(error)), request_id)
