@@ -12,7 +12,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -34,7 +33,6 @@ from registry.config import AuthConfig, RegistryConfig
 from registry.errors import ErrorCode, OCIError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-log = logging.getLogger("nimbus.auth")
 
 AUTH = web.AppKey("auth", AuthService)
 AUTH_CONFIG = web.AppKey("auth_config", AuthConfig)
