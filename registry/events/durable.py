@@ -124,8 +124,16 @@ class DurableSink:
             except TimeoutError:
                 pass
             self._wake.clear()
-            if self.outbox.depth and self.publisher.ready and time.monotonic() >= self._retry_at:
+            if (
+                self.outbox.depth
+                and self.publisher.connected
+                and time.monotonic() >= self._retry_at
+            ):
                 try:
+                    # Connected but the stream unconfirmed (a check timed out): check again.
+                    if not self.publisher.stream_ok and not await self.publisher.ensure_stream():
+                        self._back_off()
+                        continue
                     await self.flush()
                 except asyncio.CancelledError:
                     raise
@@ -169,9 +177,7 @@ class DurableSink:
                     )
                 # A server that lost its store answers "no stream": make it again.
                 await self.publisher.ensure_stream()
-                # NATS is up but refuses: back off rather than hammer it (a reconnect ends it).
-                delay = min(MAX_BACKOFF, 0.1 * 2 ** min(self._failures, 10))
-                self._retry_at = time.monotonic() + delay
+                self._back_off()
                 return
             self._failures = 0
             self.metrics.events_publish_latency.observe(time.perf_counter() - started)
@@ -181,6 +187,11 @@ class DurableSink:
             flushed += 1
         if flushed and not self.outbox.depth:
             log.info("outbox flushed", extra={"events": flushed})
+
+    def _back_off(self) -> None:
+        # NATS is up but refuses or is slow: do not hammer it (a reconnect ends the wait).
+        delay = min(MAX_BACKOFF, 0.1 * 2 ** min(self._failures, 10))
+        self._retry_at = time.monotonic() + delay
 
     async def _skip(self, seq: int, reason: str) -> None:
         target = await self.outbox.quarantine(seq)

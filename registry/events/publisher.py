@@ -21,6 +21,9 @@ log = logging.getLogger("nimbus.events")
 
 Callback = Callable[[], Awaitable[None]]
 
+# Bound on stream management requests (info, create, update).
+API_TIMEOUT = 2.0
+
 
 @dataclass(frozen=True)
 class StreamSettings:
@@ -69,9 +72,18 @@ class JetStreamPublisher:
         self.connected_once = asyncio.Event()
 
     @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    @property
+    def stream_ok(self) -> bool:
+        """The stream was found or made since the last failure to check it."""
+        return self._stream_ok
+
+    @property
     def ready(self) -> bool:
         """Connected, and the stream is known to exist: worth trying a publish."""
-        return self._stream_ok and self._nc is not None and self._nc.is_connected
+        return self._stream_ok and self.connected
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._connect(), name="nats-connect")
@@ -89,7 +101,7 @@ class JetStreamPublisher:
         self._nc = await natsconn.connect(
             self.options, on_reconnect=self._reconnected, on_disconnect=self._disconnected
         )
-        self._js = self._nc.jetstream()
+        self._js = self._nc.jetstream(timeout=API_TIMEOUT)
         delay = 0.5
         while not await self.ensure_stream():
             await asyncio.sleep(delay)

@@ -177,6 +177,11 @@ async def test_frozen_nats_never_holds_a_push(
             for i, manifest in enumerate(manifest_series(5, CONFIG, LAYER)):
                 await oci.put_manifest(REPO, f"t{i}", MANIFEST, manifest)
             assert metric(registry, "nimbus_events_outboxed_total") == 5
+            # Frozen long enough that flushing, and then checking the stream, time out too.
+            await wait_for(
+                lambda: "cannot create or update the event stream" in registry.log_text(),
+                what="the stream check to time out",
+            )
         finally:
             nats.resume()
     await outbox_drained(registry)
