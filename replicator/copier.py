@@ -136,17 +136,20 @@ class Copier:
             target = target.with_headers({ORIGIN_SITE_HEADER: origin_site})
         run = _Run(target)
         run.result.digest = manifest.digest
-        await self._copy_manifest(repository, destination, manifest, run, depth=0)
-        if tag:
-            current = await target.head_manifest(destination, tag)
-            if current is None or current.digest != manifest.digest:
-                await target.put_manifest(destination, tag, manifest.data, manifest.media_type)
-                run.result.tagged = True
+        await self._copy_manifest(repository, destination, manifest, run, depth=0, tag=tag)
         return run.result
 
     async def _copy_manifest(
-        self, repository: str, destination: str, manifest: Manifest, run: _Run, depth: int
+        self,
+        repository: str,
+        destination: str,
+        manifest: Manifest,
+        run: _Run,
+        depth: int,
+        tag: str = "",
     ) -> None:
+        """Children, then referrers, then the manifest itself: by ``tag`` when given, so the
+        peer records one write (and a Nimbus peer one event) per manifest, as the source did."""
         if manifest.digest in run.manifests_done:
             return
         run.manifests_done.add(manifest.digest)
@@ -157,19 +160,26 @@ class Copier:
                 await self._copy_children(repository, destination, doc["manifests"], run, depth)
             else:
                 await self._copy_blobs(repository, destination, _blobs_of(doc), run)
+        # Referrers may precede their subject (the spec allows it): the tag stays last.
+        if depth < MAX_REFERRER_DEPTH:
+            await self._copy_referrers(repository, destination, manifest.digest, run, depth)
+        subject_indexed = False
+        if not present:
             pushed = await run.target.put_manifest(
-                destination, manifest.digest, manifest.data, manifest.media_type
+                destination, tag or manifest.digest, manifest.data, manifest.media_type
             )
             run.result.manifests_copied += 1
+            run.result.tagged = bool(tag)
             subject_indexed = pushed.subject is not None
-        else:
-            subject_indexed = False
+        elif tag:
+            current = await run.target.head_manifest(destination, tag)
+            if current is None or current.digest != manifest.digest:
+                await run.target.put_manifest(destination, tag, manifest.data, manifest.media_type)
+                run.result.tagged = True
         subject = doc.get("subject")
         if isinstance(subject, dict) and isinstance(subject.get("digest"), str):
             if not subject_indexed:
                 await self._index_referrer(destination, subject["digest"], manifest, doc, run)
-        if depth < MAX_REFERRER_DEPTH:
-            await self._copy_referrers(repository, destination, manifest.digest, run, depth)
 
     async def _copy_children(
         self,

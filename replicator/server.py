@@ -46,7 +46,7 @@ async def serve(config: ReplicatorConfig) -> None:
         log.info("replicator stopping")
         await server.stop(grace=2)
         await service.stop()
-        await nc.drain()
+        await nc.close()
 
 
 def run(config: ReplicatorConfig) -> None:
