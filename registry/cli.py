@@ -69,6 +69,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     auth.add_argument("--auth-token-cert", help="external issuer: its PEM certificate bundle")
     auth.add_argument("--auth-token-jwks", help="external issuer: its JWKS file or URL")
 
+    add_storage_arguments(parser)
+
+
+def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
+    storage = parser.add_argument_group("storage (filesystem under --data-dir unless s3)")
+    storage.add_argument("--storage", choices=("filesystem", "s3"), help="storage driver")
+    storage.add_argument("--s3-bucket", help="S3 bucket")
+    storage.add_argument("--s3-prefix", help="key prefix inside the bucket")
+    storage.add_argument("--s3-region", help="bucket region (from the AWS configuration)")
+    storage.add_argument("--s3-endpoint-url", help="URL of an S3-compatible store")
+    storage.add_argument(
+        "--s3-path-style",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="address the bucket in the URL path (off)",
+    )
+    storage.add_argument(
+        "--s3-redirect",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="answer blob GETs with a redirect to a presigned URL (off)",
+    )
+    storage.add_argument(
+        "--s3-part-size", type=int, help="multipart upload part size in bytes (10 MiB)"
+    )
+
 
 def flags(args: argparse.Namespace) -> dict[str, Any]:
     events: dict[str, Any] = {
@@ -98,6 +124,7 @@ def flags(args: argparse.Namespace) -> dict[str, Any]:
         "gc_grace": args.gc_grace,
         "gc_upload_max_age": args.gc_upload_max_age,
         "events": {k: v for k, v in events.items() if v is not None},
+        "storage": storage_flags(args),
         "auth": auth_flags(args),
     }
 
@@ -118,6 +145,22 @@ def auth_flags(args: argparse.Namespace) -> dict[str, Any]:
         **{k: v for k, v in auth.items() if v is not None},
         "token": {k: v for k, v in token.items() if v is not None},
     }
+
+
+def storage_flags(args: argparse.Namespace) -> dict[str, Any]:
+    s3: dict[str, Any] = {
+        "bucket": args.s3_bucket,
+        "prefix": args.s3_prefix,
+        "region": args.s3_region,
+        "endpoint_url": args.s3_endpoint_url,
+        "path_style": args.s3_path_style,
+        "redirect": args.s3_redirect,
+        "multipart_part_size": args.s3_part_size,
+    }
+    storage: dict[str, Any] = {"s3": {k: v for k, v in s3.items() if v is not None}}
+    if args.storage is not None:
+        storage["driver"] = args.storage
+    return storage
 
 
 def main(args: argparse.Namespace) -> int:

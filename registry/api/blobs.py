@@ -34,6 +34,12 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     digest = Digest.parse(request.match_info["digest"])
     blobs = services(request).blobs
     info = await blobs.stat(name, digest)
+    url = await blobs.redirect_url(digest)
+    if url is not None:
+        # The store serves the bytes, and any Range, itself.
+        return web.Response(
+            status=307, headers={"Location": url, "Docker-Content-Digest": str(digest)}
+        )
     headers = _headers(digest, info.size)
     range_header = request.headers.get("Range")
     first, last = 0, info.size - 1

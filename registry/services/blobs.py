@@ -13,6 +13,9 @@ from registry.reference import Digest
 from registry.storage import paths
 from registry.storage.driver import PathNotFoundError, StorageDriver
 
+# How long a blob's redirect URL stays valid (as in Distribution: 20 minutes).
+REDIRECT_EXPIRES = 20 * 60
+
 
 @dataclass(frozen=True, slots=True)
 class BlobInfo:
@@ -40,6 +43,10 @@ class BlobService:
         if info is None:
             raise OCIError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(digest)})
         return BlobInfo(digest, info.size, self.driver.local_path(data))
+
+    async def redirect_url(self, digest: Digest) -> str | None:
+        """A URL of the store that clients may fetch the blob from, when the driver has one."""
+        return await self.driver.url_for(paths.blob_data(digest), REDIRECT_EXPIRES)
 
     def read(
         self, digest: Digest, offset: int = 0, length: int | None = None

@@ -161,8 +161,10 @@ class UploadService:
         if body is not None:
             status = await self.append(name, upload_id, body, None, content_length)
         data_path = paths.upload_data(name, upload_id)
-        if await self.driver.stat(data_path) is None:
-            await self.driver.put_content(data_path, b"")
+        # Commit before hashing: an object store reads a file's bytes only once committed (and
+        # committing a file no chunk reached makes it, empty).
+        writer = await self.driver.writer(data_path, append=True)
+        await writer.commit()
         actual = await self._digest_of(name, upload_id, digest.algorithm, status.size)
         if actual != digest.hex:
             await self.cancel(name, upload_id)
@@ -171,8 +173,6 @@ class UploadService:
                 "provided digest did not match uploaded content",
                 detail={"digest": str(digest), "actual": f"{digest.algorithm}:{actual}"},
             )
-        writer = await self.driver.writer(data_path, append=True)
-        await writer.commit()
         # Link before looking for the data: a garbage collection setting an unreferenced copy
         # aside either sees this fresh link and puts it back, or is seen here as missing data.
         await self.blobs.link(name, digest)

@@ -73,7 +73,12 @@ class StorageDriver(abc.ABC):
         """Stream ``length`` bytes (or to the end) from ``offset``; raises PathNotFoundError."""
 
     @abc.abstractmethod
-    async def writer(self, path: str, append: bool = False) -> FileWriter: ...
+    async def writer(self, path: str, append: bool = False) -> FileWriter:
+        """Open ``path`` for appending, continuing what earlier writers (anywhere) left.
+
+        ``stat`` reports a written file's size once its writer is closed; ``read`` and ``move``
+        see its bytes once committed (an object store cannot read an unfinished upload).
+        """
 
     @abc.abstractmethod
     async def move(self, source: str, destination: str) -> None:
@@ -90,6 +95,13 @@ class StorageDriver(abc.ABC):
     def local_path(self, path: str) -> str | None:
         """A local file path for zero-copy serving, when the driver has one."""
         return None
+
+    async def url_for(self, path: str, expires: int) -> str | None:
+        """A URL that clients may fetch the file from for ``expires`` seconds, or None."""
+        return None
+
+    async def open(self) -> None:  # noqa: B027 - most drivers need no connection
+        """Connect and check the store at start; raise with a clear message when unusable."""
 
     async def close(self) -> None:  # noqa: B027 - most drivers hold nothing to release
         """Release connections and threads."""
