@@ -8,11 +8,15 @@ from typing import Any
 
 from nimbus.config import ConfigError, split_hostport
 from nimbus.eventloop import LOOPS
+from nimbus.eventstream import StreamSettings
 from nimbus.grpcserver import GrpcServerConfig
 from nimbus.natsconn import NatsOptions
 
 STORAGE_DRIVERS = ("filesystem", "s3")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+# Defaults of the event stream's retention, defined with the stream.
+_STREAM = StreamSettings()
 
 
 @dataclass
@@ -31,13 +35,13 @@ class EventsConfig:
     nats_tls_cert: str = ""
     nats_tls_key: str = ""
     # Retention of the event stream (0: unlimited).
-    stream_max_age: float = 7 * 24 * 3600.0
-    stream_max_bytes: int = 0
-    stream_max_msgs: int = 0
-    stream_replicas: int = 1
+    stream_max_age: float = _STREAM.max_age
+    stream_max_bytes: int = _STREAM.max_bytes
+    stream_max_msgs: int = _STREAM.max_msgs
+    stream_replicas: int = _STREAM.replicas
     # How long JetStream drops re-published copies of an event; covers an outbox flushed after
     # a crash, so keep it longer than a registry restart takes.
-    duplicate_window: float = 600.0
+    duplicate_window: float = _STREAM.duplicate_window
     # The longest a request waits for the JetStream ack before the event goes to the outbox.
     publish_timeout: float = 0.5
     # Events NATS has not acknowledged yet (default: <data_dir>/_outbox). Local disk.

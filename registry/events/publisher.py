@@ -1,18 +1,16 @@
-"""Publishing events to the JetStream stream: connection, the stream's settings, bounded acks."""
+"""Publishing events to the JetStream stream: connection, the stream made sure of, bounded acks."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
 
-from nimbus import natsconn, streams
+from nimbus import eventstream, natsconn, streams
+from nimbus.eventstream import StreamSettings
 from nimbus.natsconn import NatsOptions
 from proto.nimbus.v1 import events_pb2
 from registry.events.schema import subject_of
@@ -23,33 +21,6 @@ Callback = Callable[[], Awaitable[None]]
 
 # Bound on stream management requests (info, create, update).
 API_TIMEOUT = 2.0
-
-
-@dataclass(frozen=True)
-class StreamSettings:
-    """Retention of the event stream; values <= 0 mean unlimited."""
-
-    max_age: float
-    max_bytes: int
-    max_msgs: int
-    # How long JetStream remembers event ids to drop re-published copies.
-    duplicate_window: float
-    replicas: int = 1
-
-    def config(self) -> StreamConfig:
-        return StreamConfig(
-            name=streams.EVENTS_STREAM,
-            description="Nimbus registry events (nimbus.v1.Event)",
-            subjects=[streams.EVENTS_SUBJECTS],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            discard=DiscardPolicy.OLD,
-            max_age=self.max_age if self.max_age > 0 else None,
-            max_bytes=self.max_bytes if self.max_bytes > 0 else -1,
-            max_msgs=self.max_msgs if self.max_msgs > 0 else -1,
-            duplicate_window=self.duplicate_window,
-            num_replicas=self.replicas,
-        )
 
 
 class JetStreamPublisher:
@@ -126,17 +97,8 @@ class JetStreamPublisher:
         """Create the stream, or bring its settings up to date; False when NATS refused."""
         if self._js is None:
             return False
-        config = self.settings.config()
         try:
-            try:
-                info = await self._js.stream_info(streams.EVENTS_STREAM)
-            except NotFoundError:
-                await self._js.add_stream(config)
-                log.info("event stream created", extra={"stream": streams.EVENTS_STREAM})
-            else:
-                if _differs(info.config, config):
-                    await self._js.update_stream(config)
-                    log.info("event stream updated", extra={"stream": streams.EVENTS_STREAM})
+            outcome = await eventstream.ensure(self._js, self.settings)
         except Exception as exc:
             self._stream_ok = False
             log.warning(
@@ -144,6 +106,8 @@ class JetStreamPublisher:
                 extra={"stream": streams.EVENTS_STREAM, "error": repr(exc)},
             )
             return False
+        if outcome != eventstream.UNCHANGED:
+            log.info(f"event stream {outcome}", extra={"stream": streams.EVENTS_STREAM})
         self._stream_ok = True
         return True
 
@@ -178,16 +142,3 @@ class JetStreamPublisher:
                 pass
         if self._nc is not None and not self._nc.is_closed:
             await self._nc.close()
-
-
-def _differs(current: StreamConfig | None, wanted: StreamConfig) -> bool:
-    if current is None:
-        return True
-    keys = ("subjects", "max_age", "max_bytes", "max_msgs", "duplicate_window", "num_replicas")
-    for key in keys:
-        have, want = getattr(current, key), getattr(wanted, key)
-        if key == "max_age":
-            have, want = have or 0, want or 0
-        if have != want:
-            return True
-    return False
