@@ -19,6 +19,7 @@ from registry.events.schema import EventSource
 from registry.events.sink import EventSink
 from registry.metrics import RegistryMetrics
 from registry.services import Services
+from registry.storage.driver import StorageDriver
 from registry.storage.filesystem import FilesystemDriver
 
 
@@ -45,11 +46,20 @@ def event_sink(config: RegistryConfig, metrics: RegistryMetrics, worker: int = 0
     )
 
 
+def storage_driver(config: RegistryConfig) -> StorageDriver:
+    """The configured storage driver (S3's client libraries load only when it is chosen)."""
+    if config.storage.driver == "s3":
+        from registry.storage.s3 import S3Driver
+
+        return S3Driver(config.storage.s3)
+    return FilesystemDriver(config.data_dir)
+
+
 def create_app(
     config: RegistryConfig, events: EventSink | None = None, worker: int = 0
 ) -> web.Application:
     app = web.Application(middlewares=[handle], handler_args={"max_field_size": 16384})
-    driver = FilesystemDriver(config.data_dir)
+    driver = storage_driver(config)
     metrics = RegistryMetrics()
     durable: DurableSink | None = None
     if events is None and config.events.enabled:
@@ -68,9 +78,13 @@ def create_app(
     add_routes(app)
     install_auth(app, config)
 
+    async def open_driver(app: web.Application) -> None:
+        await driver.open()
+
     async def close_driver(app: web.Application) -> None:
         await driver.close()
 
+    app.on_startup.append(open_driver)
     app.on_cleanup.append(close_driver)
     if durable is not None:
         sink = durable
