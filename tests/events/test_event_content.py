@@ -15,7 +15,16 @@ from aiohttp import web
 
 import tests.fixtures.distribution as distribution_fixture
 from nimbus import eventjson, streams
-from tests.events.conftest import OCI, EventRegistryFactory, Received, read_events, skopeo_copy
+from tests.events.conftest import (
+    OCI,
+    EventRegistryFactory,
+    Received,
+    count_site_events,
+    manifest_series,
+    metric,
+    read_events,
+    skopeo_copy,
+)
 from tests.fixtures.distribution import DistributionFactory
 from tests.fixtures.images import (
     OCI_INDEX,
@@ -23,6 +32,7 @@ from tests.fixtures.images import (
     LayoutFactory,
     make_image,
     make_multiplatform,
+    sha256,
 )
 from tests.fixtures.nats import NatsServer
 from tests.fixtures.registry import RegistryProcess
@@ -152,6 +162,7 @@ async def test_index_push_without_blob_events(
     events_registry: EventRegistryFactory,
     site: str,
     oci_layout_factory: LayoutFactory,
+    tmp_path: Path,
 ) -> None:
     registry = events_registry(nats_server.url, "--no-blob-events")
     index = make_multiplatform((2000, 4000), seed=5)
@@ -172,6 +183,24 @@ async def test_index_push_without_blob_events(
     assert top.event.action == "push"
     check_common(top, registry, site, "PUT")
     check_target(top, registry, "team/multi", index.digest, OCI_INDEX, index.manifest.size, "1.0")
+
+    # Pulls are off by default: pulling the whole index adds nothing to the stream.
+    await skopeo_copy(
+        f"docker://{registry.host}/team/multi:1.0", f"oci:{tmp_path / 'out'}:1.0", "--all"
+    )
+    assert await count_site_events(nats_server.url, site) == 3
+
+
+async def test_events_off_without_nats(registry: RegistryProcess) -> None:
+    async with aiohttp.ClientSession() as session:
+        oci = OCI(session, registry)
+        config = b"{}"
+        await oci.push_blob("team/quiet", config, sha256(config))
+        manifest = manifest_series(1, config, config)[0]
+        await oci.put_manifest("team/quiet", "v1", OCI_MANIFEST, manifest)
+    assert not (registry.data_dir / "_outbox").exists()
+    assert metric(registry, "nimbus_events_published_total") == 0
+    assert metric(registry, "nimbus_events_outboxed_total") == 0
 
 
 def keys(doc: dict[str, Any], prefix: str = "") -> set[str]:
