@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,6 +89,10 @@ class EventsConfig:
             raise ConfigError("events.nats_tls_key: needs events.nats_tls_cert")
         if bool(self.nats_user) != bool(self.nats_password):
             raise ConfigError("events.nats_user and events.nats_password: give both or neither")
+        for key in ("nats_creds", "nats_tls_ca", "nats_tls_cert", "nats_tls_key"):
+            path = getattr(self, key)
+            if path and not os.path.isfile(path):
+                raise ConfigError(f"events.{key}: no such file {path!r}")
 
 
 @dataclass

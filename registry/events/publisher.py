@@ -69,9 +69,7 @@ class JetStreamPublisher:
             log.exception("cannot connect to NATS; events stay in the outbox")
 
     async def _connect_and_prepare(self) -> None:
-        self._nc = await natsconn.connect(
-            self.options, on_reconnect=self._reconnected, on_disconnect=self._disconnected
-        )
+        self._nc = await natsconn.connect(self.options, on_reconnect=self._reconnected)
         self._js = self._nc.jetstream(timeout=API_TIMEOUT)
         delay = 0.5
         while not await self.ensure_stream():
@@ -89,9 +87,6 @@ class JetStreamPublisher:
         # The server may have come back without its store; ensure_stream makes it again.
         if await self.ensure_stream() and self.on_ready is not None:
             await self.on_ready()
-
-    async def _disconnected(self) -> None:
-        return None
 
     async def ensure_stream(self) -> bool:
         """Create the stream, or bring its settings up to date; False when NATS refused."""

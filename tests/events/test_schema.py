@@ -169,6 +169,7 @@ def test_subjects_and_names() -> None:
         ({"events": {"duplicate_window": 900, "stream_max_age": 60}}, "duplicate_window"),
         ({"events": {"nats_user": "u"}}, "nats_password"),
         ({"events": {"nats_tls_key": "k.pem"}}, "nats_tls_cert"),
+        ({"events": {"nats_creds": "/nonexistent/user.creds"}}, "events.nats_creds: no such"),
     ],
 )
 def test_events_config_is_validated(values: dict[str, object], message: str) -> None:
