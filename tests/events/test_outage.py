@@ -19,7 +19,7 @@ from tests.events.conftest import (
     read_events,
     wait_for,
 )
-from tests.fixtures.nats import NatsFactory
+from tests.fixtures.nats import NatsFactory, NatsServer
 from tests.fixtures.registry import RegistryProcess
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -187,3 +187,25 @@ async def test_frozen_nats_never_holds_a_push(
     await outbox_drained(registry)
     events = await read_events(nats.url, site, 5)
     assert tags_of(events) == [f"t{i}" for i in range(5)]
+
+
+async def test_registry_starts_before_nats(
+    tmp_path: Path, events_registry: EventRegistryFactory, site: str
+) -> None:
+    """NATS not there at all when the registry starts: it serves, keeps events, and publishes
+    them (creating the stream) once NATS comes up."""
+    nats = NatsServer(tmp_path / "late-nats" / "store")
+    registry = events_registry(nats.url, "--no-blob-events")
+    try:
+        async with aiohttp.ClientSession() as session:
+            oci = OCI(session, registry)
+            await push_blobs(oci)
+            for i, manifest in enumerate(manifest_series(3, CONFIG, LAYER)):
+                await oci.put_manifest(REPO, f"t{i}", MANIFEST, manifest)
+        assert metric(registry, "nimbus_events_outboxed_total") == 3
+        nats.start()
+        await outbox_drained(registry)
+        events = await read_events(nats.url, site, 3)
+        assert tags_of(events) == ["t0", "t1", "t2"]
+    finally:
+        nats.stop()
