@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import time
 import uuid
+import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ class UploadService:
         # Running sha256 of each session's data, so completion need not re-read it. Another
         # process (or a restart) loses it, and completion then hashes the file from disk.
         self._hashes: OrderedDict[str, _HashState] = OrderedDict()
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.on_complete: Callable[[float], None] | None = None
 
     @staticmethod
@@ -81,6 +83,13 @@ class UploadService:
         raw = await self.driver.get_content(paths.upload_started(name, upload_id))
         return float(raw.decode())
 
+    def _lock(self, upload_id: str) -> asyncio.Lock:
+        """One request at a time per session in this process, so two chunks never interleave."""
+        lock = self._locks.get(upload_id)
+        if lock is None:
+            lock = self._locks[upload_id] = asyncio.Lock()
+        return lock
+
     async def append(
         self,
         name: str,
@@ -90,6 +99,17 @@ class UploadService:
         content_length: int | None = None,
     ) -> UploadStatus:
         """Append one chunk. A chunk that fails half-way is cut off again: all or nothing."""
+        async with self._lock(upload_id):
+            return await self._append(name, upload_id, body, content_range, content_length)
+
+    async def _append(
+        self,
+        name: str,
+        upload_id: str,
+        body: AsyncIterator[bytes],
+        content_range: tuple[int, int] | None,
+        content_length: int | None,
+    ) -> UploadStatus:
         await self.status(name, upload_id)
         writer = await self.driver.writer(paths.upload_data(name, upload_id), append=True)
         try:
@@ -156,10 +176,22 @@ class UploadService:
         ctx: RequestContext,
         content_length: int | None = None,
     ) -> BlobInfo:
+        async with self._lock(upload_id):
+            return await self._complete(name, upload_id, digest, body, ctx, content_length)
+
+    async def _complete(
+        self,
+        name: str,
+        upload_id: str,
+        digest: Digest,
+        body: AsyncIterator[bytes] | None,
+        ctx: RequestContext,
+        content_length: int | None,
+    ) -> BlobInfo:
         started = time.monotonic()
         status = await self.status(name, upload_id)
         if body is not None:
-            status = await self.append(name, upload_id, body, None, content_length)
+            status = await self._append(name, upload_id, body, None, content_length)
         data_path = paths.upload_data(name, upload_id)
         # Commit before hashing: an object store reads a file's bytes only once committed (and
         # committing a file no chunk reached makes it, empty).

@@ -291,3 +291,32 @@ async def test_a_crash_mid_upload_leaves_no_blob_and_the_session_resumable(
 
 async def _status_of_head(client: OCIClient, path: str) -> int:
     return (await client.request("HEAD", path)).status
+
+
+async def test_concurrent_chunks_on_one_session_never_interleave(module_registry) -> None:
+    """Two PATCHes racing on one session: one lands, the other is refused, the data is whole."""
+    import asyncio
+
+    import aiohttp
+
+    registry_url = module_registry.url
+    name = "race/chunks"
+    first, second = b"a" * (3 << 20), b"b" * (3 << 20)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{registry_url}/v2/{name}/blobs/uploads/") as resp:
+            assert resp.status == 202
+            location = resp.headers["Location"]
+        url = f"{registry_url}{location}"
+
+        async def patch(data: bytes) -> int:
+            headers = {
+                "Content-Range": f"0-{len(data) - 1}",
+                "Content-Type": "application/octet-stream",
+            }
+            async with http.patch(url, data=data, headers=headers) as r:
+                return r.status
+
+        statuses = sorted(await asyncio.gather(patch(first), patch(second)))
+        assert statuses == [202, 416]
+        async with http.get(url) as resp:
+            assert resp.headers["Range"] == f"0-{len(first) - 1}"
