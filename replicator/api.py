@@ -167,6 +167,7 @@ def apply_update(current: Peer, msg: replication_pb2.Peer, paths: Sequence[str])
             else current.reconcile_interval
         ),
         rules=new.rules if "rules" in fields else current.rules,
+        created_at=current.created_at,
     )
 
 

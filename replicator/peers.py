@@ -54,6 +54,8 @@ class Peer:
     # Seconds between full reconciles of this peer; 0 turns them off.
     reconcile_interval: float = 0.0
     rules: list[Rule] = field(default_factory=list)
+    # Unix time the peer was added: its consumer starts at the events from then on.
+    created_at: float = 0.0
 
     def validate(self) -> None:
         if not NAME_RE.match(self.name):
@@ -102,6 +104,7 @@ class Peer:
             "ca_pem": self.ca_pem,
             "reconcile_interval": self.reconcile_interval,
             "rules": [rule.to_dict() for rule in self.rules],
+            "created_at": self.created_at,
         }
         return json.dumps(doc).encode()
 
@@ -119,6 +122,7 @@ class Peer:
             ca_pem=str(raw.get("ca_pem", "")),
             reconcile_interval=float(raw.get("reconcile_interval", 0.0)),
             rules=[Rule.from_dict(r) for r in raw.get("rules") or []],
+            created_at=float(raw.get("created_at", 0.0)),
         )
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from nats.js.client import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from nimbus import streams
 from replicator.config import ReplicatorConfig
@@ -158,13 +160,14 @@ class ReplicationService:
 
     async def create_peer(self, peer: Peer) -> Peer:
         peer.validate()
-        # The consumer first: events from this moment on are kept for the peer.
-        await ensure_consumer(self.js, self.site, peer.name, self.config.worker_settings)
+        peer.created_at = time.time()
+        created = await self.peers.create(peer)
         try:
-            created = await self.peers.create(peer)
-        except Exception:
-            await delete_consumer(self.js, self.site, peer.name)
-            raise
+            # Now rather than when a worker gets to it; without a stream yet (no registry has
+            # started), the worker makes it later, from the same start time.
+            await ensure_consumer(self.js, self.site, created, self.config.worker_settings)
+        except NotFoundError:
+            log.info("no event stream yet", extra={"peer": peer.name})
         await self.refresh()
         return created
 

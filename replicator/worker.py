@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -44,6 +46,8 @@ from replicator.status import StatusBoard
 
 log = logging.getLogger("nimbus.replicator.worker")
 
+# JetStream's error code for a missing stream (a missing consumer is 10014).
+STREAM_NOT_FOUND = 10059
 # Retry-After is honoured up to this many seconds.
 RETRY_AFTER_MAX = 600.0
 
@@ -172,7 +176,7 @@ class PeerWorker:
     async def _run(self) -> None:
         while True:
             try:
-                await ensure_consumer(self.js, self.site, self.peer.name, self.settings)
+                await ensure_consumer(self.js, self.site, self.peer, self.settings)
                 sub = await self.js.pull_subscribe_bind(
                     durable=self.consumer, stream=streams.EVENTS_STREAM
                 )
@@ -241,7 +245,16 @@ class PeerWorker:
                 assert event is not None
                 change = change_of(event)
                 assert change is not None
-                await self._handle(msg, change)
+                try:
+                    await self._handle(msg, change)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # NATS away while recording or acking: JetStream hands the event out again
+                    # (replaying a copy is harmless); the lane goes on with the next one.
+                    log.exception("event not settled", extra={"peer": self.peer.name})
+                    with contextlib.suppress(Exception):
+                        await msg.nak(delay=self.settings.retry_max)
                 lane.popleft()
                 self._held.pop(id(msg), None)
                 self.status.in_flight(self.peer.name, -1)
@@ -371,23 +384,27 @@ class PeerWorker:
 
 
 async def ensure_consumer(
-    js: JetStreamContext, site: str, peer: str, settings: WorkerSettings
+    js: JetStreamContext, site: str, peer: Peer, settings: WorkerSettings
 ) -> None:
-    """The peer's durable consumer, created on first need; it starts at new events (a new
-    peer is backfilled by Sync, not by replaying the stream's history)."""
-    name = streams.replicator_consumer(site, peer)
+    """The peer's durable consumer, created on first need. It starts at the events published
+    since the peer was added, even when it is made later (the stream did not exist yet): what
+    came before is Sync's work, not a replay of the stream's history."""
+    name = streams.replicator_consumer(site, peer.name)
     try:
         await js.consumer_info(streams.EVENTS_STREAM, name)
         return
-    except NotFoundError:
-        pass
+    except NotFoundError as error:
+        if error.err_code == STREAM_NOT_FOUND:
+            raise
+    since = datetime.fromtimestamp(peer.created_at or time.time(), UTC)
     await js.add_consumer(
         streams.EVENTS_STREAM,
         ConsumerConfig(
             durable_name=name,
             filter_subject=streams.site_subjects(site),
             ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.NEW,
+            deliver_policy=DeliverPolicy.BY_START_TIME,
+            opt_start_time=since,
             ack_wait=settings.ack_wait,
             max_deliver=-1,
             max_ack_pending=max(1000, settings.max_in_flight * 4),

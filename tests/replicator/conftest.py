@@ -167,6 +167,14 @@ class ReplicatorProcess:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def peak_rss_kib(self) -> int:
+        """VmHWM: the highest resident set size the process has had."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        raise RuntimeError("VmHWM not found")
+
 
 ReplicatorFactory = Callable[..., ReplicatorProcess]
 
