@@ -8,19 +8,21 @@ import multiprocessing
 import os
 import signal
 
-from aiohttp import web
-
 from nimbus import eventloop, logs
-from registry.admin.server import start_admin_server
-from registry.api.middleware import JSONAccessLogger
-from registry.api.state import SERVICES
-from registry.app import create_app
 from registry.config import RegistryConfig
 
 log = logging.getLogger("nimbus.registry")
 
 
 async def serve(config: RegistryConfig, reuse_port: bool = False, worker: int = 0) -> None:
+    # Imported here so the supervisor of several workers stays small.
+    from aiohttp import web
+
+    from registry.admin.server import start_admin_server
+    from registry.api.middleware import JSONAccessLogger
+    from registry.api.state import SERVICES
+    from registry.app import create_app
+
     app = create_app(config, worker=worker)
     runner = web.AppRunner(
         app,
