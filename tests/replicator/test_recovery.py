@@ -194,3 +194,31 @@ async def test_sync_backfills_a_peer_added_after_20_pushes(
     # A second sync finds nothing to do.
     again = [p async for p in api.Sync(replication_pb2.SyncRequest(peer="late"))]
     assert again[-1].finished and again[-1].total == 20 and again[-1].images_copied == 0
+
+
+async def test_periodic_reconcile_catches_what_no_event_carried(
+    nats_factory: NatsFactory,
+    registry_factory: RegistryFactory,
+    replicator_factory: ReplicatorFactory,
+    replication_api: StubFactory,
+    oci_client: ClientFactory,
+) -> None:
+    nats_url = nats_factory().url
+    a = registry_factory(["--nats", nats_url, "--site", "a"])
+    b = registry_factory()
+    rep = replicator_factory(nats_url, a.url, "a")
+    before = {f"v{i}": make_image((500,), seed=300 + i) for i in range(3)}
+    for tag, image in before.items():
+        await push_image(oci_client(a.url), "old/app", tag, image)
+    # Added after the pushes, and never synced by hand: the reconcile loop finds them.
+    request = peer("b", b.url)
+    request.peer.reconcile_interval_seconds = 1
+    await replication_api(rep.address).CreatePeer(request)
+    to_b = oci_client(b.url)
+
+    async def reconciled() -> None:
+        for tag, image in before.items():
+            await assert_complete(to_b, "old/app", tag, image)
+
+    await eventually(reconciled)
+    assert '"msg": "reconciled"' in rep.log_text()
