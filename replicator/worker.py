@@ -52,6 +52,10 @@ STREAM_NOT_FOUND = 10059
 RETRY_AFTER_MAX = 600.0
 
 
+class TagDeleteUnsupportedError(Exception):
+    """The peer cannot delete a tag alone (the spec lets registries refuse)."""
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     ack_wait: float = 30.0
@@ -315,7 +319,16 @@ class PeerWorker:
         origin = change.origin_site or self.site
         if change.action == RuleAction.DELETE:
             target = self.client.with_headers({ORIGIN_SITE_HEADER: origin})
-            await target.delete_manifest(change.repository, change.reference)
+            try:
+                await target.delete_manifest(change.repository, change.reference)
+            except RegistryError as error:
+                if change.tag and error.status in (400, 405) and not error.transient:
+                    # Distribution 2.x, for one, deletes manifests only by digest.
+                    raise TagDeleteUnsupportedError(
+                        f"the peer refused to delete tag {change.tag} ({error}); deleting the "
+                        "manifest instead would remove more than the source did"
+                    ) from None
+                raise
             self.status.deleted(self.peer.name, change.describe())
             return CopyResult(digest=change.digest)
         result = await self.copier.copy(

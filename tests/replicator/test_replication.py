@@ -68,6 +68,7 @@ async def test_pushed_graph_reaches_nimbus_and_distribution(
 async def test_rules_filter_and_deletes_travel_only_when_asked(
     nats_factory: NatsFactory,
     registry_factory: RegistryFactory,
+    distribution_factory: DistributionFactory,
     replicator_factory: ReplicatorFactory,
     replication_api: StubFactory,
     oci_client: ClientFactory,
@@ -84,6 +85,10 @@ async def test_rules_filter_and_deletes_travel_only_when_asked(
         )
     )
     await api.CreatePeer(peer("mirror", mirror.url, actions=["push", "delete"]))
+    dist = distribution_factory()
+    await api.CreatePeer(
+        peer("dist", dist.url, include=["other/*", "team/app"], actions=["push", "delete"])
+    )
 
     source = oci_client(a.url)
     pushed = {
@@ -127,6 +132,16 @@ async def test_rules_filter_and_deletes_travel_only_when_asked(
 
     await eventually(deleted)
     await assert_complete(to_filtered, "team/app", "v1", pushed[("team/app", "v1")])
+    # Distribution deletes manifests (by digest) but refuses to delete a tag alone: that one
+    # becomes a failure record saying so, and nothing more is deleted in its place.
+    to_dist = oci_client(dist.url)
+    assert await to_dist.head_manifest("other/app", pushed[("other/app", "v1")].digest) is None
+    await assert_complete(to_dist, "team/app", "v1", pushed[("team/app", "v1")])
+    failures = (await api.ListFailures(replication_pb2.ListFailuresRequest(peer="dist"))).failures
+    assert [(f.repository, f.reference, f.action) for f in failures] == [
+        ("team/app", "v1", "delete")
+    ]
+    assert "refused to delete tag v1" in failures[0].reason
     status = await api.GetStatus(replication_pb2.GetStatusRequest(peer="mirror"))
     assert status.peers[0].deletes_replicated == 2
 
