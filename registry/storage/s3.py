@@ -16,6 +16,8 @@ copy then a delete, ``list`` a paginated ListObjectsV2 with a delimiter.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 import logging
 import math
@@ -53,6 +55,89 @@ WRITER_STATE = ".nimbus-writer"
 _NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
 
 
+class _Chunks:
+    """Bytes appended piece by piece and kept as they came: a part is never copied whole."""
+
+    def __init__(self, pieces: Sequence[bytes | memoryview] = ()) -> None:
+        self.pieces: list[bytes | memoryview] = [p for p in pieces if len(p)]
+        self.size = sum(len(p) for p in self.pieces)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def append(self, data: bytes | memoryview) -> None:
+        if len(data):
+            self.pieces.append(data)
+            self.size += len(data)
+
+    def split(self, size: int) -> tuple[_Chunks, _Chunks]:
+        """The first ``size`` bytes and the rest (views share the pieces' memory)."""
+        head, rest, taken = _Chunks(), _Chunks(), 0
+        for piece in self.pieces:
+            if taken >= size:
+                rest.append(piece)
+            elif taken + len(piece) <= size:
+                head.append(piece)
+            else:
+                view = memoryview(piece)
+                head.append(view[: size - taken])
+                rest.append(view[size - taken :])
+            taken += len(piece)
+        return head, rest
+
+
+class _Body(io.RawIOBase):
+    """Buffers read as one seekable stream, so the HTTP client sends them in chunks.
+
+    Given one bytes object, the client would join it with the request head and queue the rest
+    in its transport: two more copies of a whole part. Read in chunks, a part is held once.
+    """
+
+    def __init__(self, *pieces: bytes | memoryview) -> None:
+        super().__init__()
+        self._pieces = [memoryview(p).cast("B") for p in pieces if len(p)]
+        self._size = sum(len(p) for p in self._pieces)
+        self._position = 0
+        # Where the position falls: a piece, and an offset in it.
+        self._index = 0
+        self._offset = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}
+        self._position = min(max(0, base[whence] + offset), self._size)
+        self._index, self._offset = 0, self._position
+        while self._index < len(self._pieces) and self._offset >= len(self._pieces[self._index]):
+            self._offset -= len(self._pieces[self._index])
+            self._index += 1
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        out = memoryview(buffer).cast("B")
+        written = 0
+        while written < len(out) and self._index < len(self._pieces):
+            piece = self._pieces[self._index]
+            n = min(len(piece) - self._offset, len(out) - written)
+            out[written : written + n] = piece[self._offset : self._offset + n]
+            written += n
+            self._offset += n
+            if self._offset == len(piece):
+                self._index, self._offset = self._index + 1, 0
+        self._position += written
+        return written
+
+
 def _not_found(error: ClientError) -> bool:
     return str(error.response.get("Error", {}).get("Code")) in _NOT_FOUND
 
@@ -74,25 +159,26 @@ class _State:
 
     upload_id: str | None = None
     parts: list[_Part] = field(default_factory=list)
-    tail: bytearray = field(default_factory=bytearray)
+    tail: _Chunks = field(default_factory=_Chunks)
 
     @property
     def uploaded(self) -> int:
         return sum(p.size for p in self.parts)
 
-    def encode(self) -> bytes:
+    def encode(self) -> _Body:
         header = {
             "upload_id": self.upload_id,
             "parts": [[p.number, p.etag, p.size] for p in self.parts],
         }
-        return json.dumps(header, separators=(",", ":")).encode() + b"\n" + bytes(self.tail)
+        line = json.dumps(header, separators=(",", ":")).encode() + b"\n"
+        return _Body(line, *self.tail.pieces)
 
     @classmethod
     def decode(cls, raw: bytes) -> _State:
         end = raw.index(b"\n")
         header = json.loads(raw[:end])
         parts = [_Part(int(n), str(etag), int(size)) for n, etag, size in header["parts"]]
-        return cls(header["upload_id"], parts, bytearray(raw[end + 1 :]))
+        return cls(header["upload_id"], parts, _Chunks([memoryview(raw)[end + 1 :]]))
 
 
 class S3Driver(StorageDriver):
@@ -471,6 +557,9 @@ class _S3Writer(FileWriter):
         # A new file exists once its writer closes, like an opened file on a disk.
         self._dirty = new and base_size is None
         self._created_upload = False
+        # One part goes out while the next fills: the client's stream need not wait on S3.
+        self._sending: asyncio.Task[_Part] | None = None
+        self._sending_size = 0
         self._opened_size = self.size
         self._closed = False
 
@@ -478,21 +567,17 @@ class _S3Writer(FileWriter):
     def size(self) -> int:
         if self._base_size is not None:
             return self._base_size
-        return self._state.uploaded + len(self._state.tail)
+        return self._state.uploaded + self._sending_size + len(self._state.tail)
 
     async def write(self, data: bytes) -> None:
         if not data:
             return
         await self._absorb_base()
         self._dirty = True
-        view = memoryview(data)
-        part_size = self._driver.part_size
-        while view:
-            room = part_size - len(self._state.tail)
-            self._state.tail += view[:room]
-            view = view[room:]
-            if len(self._state.tail) >= part_size:
-                await self._upload_tail_as_part()
+        # Kept by reference until sent: it must not change under us.
+        self._state.tail.append(data if isinstance(data, bytes) else bytes(data))
+        while len(self._state.tail) >= self._driver.part_size:
+            await self._upload_tail_as_part()
 
     async def _ensure_upload(self) -> str:
         if self._state.upload_id is None:
@@ -502,16 +587,44 @@ class _S3Writer(FileWriter):
         return self._state.upload_id
 
     async def _upload_tail_as_part(self) -> None:
+        """Send the tail as the next part, in the background; the previous one first ends."""
         upload_id = await self._ensure_upload()
+        await self._settle()
         number = len(self._state.parts) + 1
         if number > MAX_PARTS:
             raise OSError(f"file exceeds {MAX_PARTS} parts of {self._driver.part_size} bytes")
-        # Hand the buffer over without copying it: at most one part is held.
-        body, self._state.tail = self._state.tail, bytearray()
+        # One part in flight, one filling.
+        body, self._state.tail = self._state.tail.split(self._driver.part_size)
+        self._sending_size = len(body)
+        self._sending = asyncio.create_task(self._send_part(upload_id, number, body))
+
+    async def _send_part(self, upload_id: str, number: int, body: _Chunks) -> _Part:
         result = await self._s3.upload_part(
-            Bucket=self._bucket, Key=self._key, UploadId=upload_id, PartNumber=number, Body=body
+            Bucket=self._bucket,
+            Key=self._key,
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=_Body(*body.pieces),
         )
-        self._state.parts.append(_Part(number, result["ETag"], len(body)))
+        return _Part(number, result["ETag"], len(body))
+
+    async def _settle(self) -> None:
+        """Wait for the part in flight and record it (or raise its failure)."""
+        task, self._sending = self._sending, None
+        if task is None:
+            return
+        try:
+            self._state.parts.append(await task)
+        finally:
+            self._sending_size = 0
+
+    async def _drop_sending(self) -> None:
+        task, self._sending = self._sending, None
+        self._sending_size = 0
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
 
     async def _absorb_base(self) -> None:
         """Turn the committed object this writer continues into the upload's first part(s)."""
@@ -522,7 +635,7 @@ class _S3Writer(FileWriter):
             if size:
                 response = await self._s3.get_object(Bucket=self._bucket, Key=self._key)
                 async with response["Body"] as body:
-                    self._state.tail = bytearray(await body.read())
+                    self._state.tail = _Chunks([await body.read()])
         else:
             upload_id = await self._ensure_upload()
             count = math.ceil(size / MAX_COPY_SIZE)
@@ -547,9 +660,16 @@ class _S3Writer(FileWriter):
             raise ValueError(f"cannot truncate a {self.size}-byte file to {size} bytes")
         if size == self.size:
             return
+        try:
+            await self._settle()
+        except Exception:
+            # The part in flight failed: only going back to the start is left.
+            await self._drop_sending()
+            if size != self._opened_size:
+                raise
         uploaded = self._state.uploaded
         if self._base_size is None and size >= uploaded:
-            del self._state.tail[size - uploaded :]
+            self._state.tail = self._state.tail.split(size - uploaded)[0]
             self._dirty = True
             return
         if size != self._opened_size:
@@ -558,6 +678,7 @@ class _S3Writer(FileWriter):
 
     async def _rollback(self) -> None:
         """Back to what this writer opened (parts uploaded since stay unused, then replaced)."""
+        await self._drop_sending()
         if self._created_upload and self._state.upload_id:
             await self._driver._abort(self._s3, self._key, self._state.upload_id)
         reopened = await self._driver.writer(self._key_path(), append=True)
@@ -577,7 +698,9 @@ class _S3Writer(FileWriter):
             return
         self._closed = True
         if not self._dirty:
+            await self._drop_sending()
             return
+        await self._settle()
         await self._s3.put_object(
             Bucket=self._bucket,
             Key=self._state_key,
@@ -598,9 +721,12 @@ class _S3Writer(FileWriter):
             return
         state = self._state
         if state.upload_id is None:
-            await self._s3.put_object(Bucket=self._bucket, Key=self._key, Body=state.tail)
+            await self._s3.put_object(
+                Bucket=self._bucket, Key=self._key, Body=_Body(*state.tail.pieces)
+            )
         else:
-            if state.tail or not state.parts:
+            if state.tail or not (state.parts or self._sending):
                 await self._upload_tail_as_part()
+            await self._settle()
             await self._driver._complete(self._s3, self._key, state.upload_id, state.parts)
         await self._s3.delete_object(Bucket=self._bucket, Key=self._state_key)
