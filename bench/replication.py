@@ -126,7 +126,11 @@ class Replicator:
     def start(self) -> Replicator:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=servers._die_with_parent,
             )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -279,8 +283,9 @@ def run(settings: Settings) -> Results:
         started.append(b)
         direct_target = _registry(workdir, "direct")
         started.append(direct_target)
-        replicator = Replicator(workdir, nats_server.url, a.url, "a").start()
+        replicator = Replicator(workdir, nats_server.url, a.url, "a")
         started.append(replicator)
+        replicator.start()
         asyncio.run(_add_peer(replicator, "b", b.url))
 
         _say(f"lag: {settings.pushes} small images at {settings.rate}/s")
