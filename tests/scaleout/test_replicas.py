@@ -74,14 +74,6 @@ async def unfinished_uploads(s3_server: S3Server, bucket: str) -> list[str]:
     return [u["Key"] for u in listed.get("Uploads", [])]
 
 
-async def all_keys(s3_server: S3Server, bucket: str) -> list[str]:
-    async with s3_server.client() as s3:
-        keys = []
-        async for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-            keys += [obj["Key"] for obj in page.get("Contents", [])]
-    return keys
-
-
 async def test_an_upload_continues_on_the_other_replica(replicas: Replicas) -> None:
     a, b = replicas.client_a, replicas.client_b
     data = make_blob(PART_SIZE * 2 + 3 * MiB + 17, seed=1).data
@@ -208,7 +200,7 @@ async def test_a_multipart_upload_resumes_after_a_registry_restart(
     assert (await replicas.client_b.blob("resume/blob", digest)).body == data
     # Nothing left behind: no open multipart upload, no writer state, no upload session.
     assert await unfinished_uploads(s3_server, replicas.bucket) == []
-    keys = await all_keys(s3_server, replicas.bucket)
+    keys = s3_server.keys(replicas.bucket)
     assert not [k for k in keys if "/_uploads/" in k or ".nimbus-writer" in k], keys
 
 

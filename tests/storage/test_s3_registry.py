@@ -137,3 +137,20 @@ async def test_blob_gets_redirect_to_the_store(
         "GET", f"/v2/redirect/app/blobs/sha256:{'0' * 64}", allow_redirects=False
     )
     missing.expect_error(404, "BLOB_UNKNOWN")
+
+
+async def test_a_refused_upload_stores_nothing_in_the_bucket(
+    registry_factory: RegistryFactory, s3_server: S3Server, http: aiohttp.ClientSession
+) -> None:
+    registry = registry_factory(storage="s3")
+    assert registry.storage == "s3" and registry.s3_bucket is not None
+    client = OCIClient(http, registry.url)
+    blob = make_blob(11 * MiB, seed=8)  # over a 10 MiB part: a multipart upload was opened
+    location = await client.start_upload("refused/app")
+    assert (await client.patch(location, blob.data, 0)).status == 202
+    reply = await client.finish(location, f"sha256:{'1' * 64}")
+    reply.expect_error(400, "DIGEST_INVALID")
+    assert s3_server.keys(registry.s3_bucket) == {}
+    async with s3_server.client() as s3:
+        uploads = await s3.list_multipart_uploads(Bucket=registry.s3_bucket)
+    assert uploads.get("Uploads", []) == []
