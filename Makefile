@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The whole system on this machine; two sites: make up UP_ARGS="--sites 2".
 up: install
-	$(BIN)/nimbus registry --listen 127.0.0.1:5000 --data-dir ./data
+	$(BIN)/nimbus up $(UP_ARGS)
 
 # Debian's skopeo (a real client) and docker-registry (CNCF Distribution, the reference peer).
 test-deps: install

@@ -1,0 +1,1 @@
+"""End-to-end: `nimbus up` runs the whole system; tests drive it as a user would."""
