@@ -117,9 +117,9 @@ class Supervisor:
             # The one starting, or one it depends on.
             for started in self.children:
                 if not started.running:
+                    during = "it" if started is child else child.spec.name
                     raise StartError(
-                        f"{started.spec.name} {started.how_it_ended()} while "
-                        f"{child.spec.name} was starting",
+                        f"{started.spec.name} {started.how_it_ended()} while {during} was starting",
                         started,
                     )
             if await child.spec.probe.ready():

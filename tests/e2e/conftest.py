@@ -51,10 +51,16 @@ class Result:
         return json.loads(self.out)
 
 
-async def run(*argv: str, within: float = 120) -> Result:
+async def run(*argv: str, env: dict[str, str] | None = None, within: float = 120) -> Result:
     """A command in a thread (the test's event loop keeps serving webhook receivers)."""
     done = await asyncio.to_thread(
-        subprocess.run, list(argv), capture_output=True, text=True, timeout=within, check=False
+        subprocess.run,
+        list(argv),
+        capture_output=True,
+        text=True,
+        timeout=within,
+        check=False,
+        env={**os.environ, **(env or {})},
     )
     return Result(done.returncode, done.stdout, done.stderr)
 
@@ -94,10 +100,15 @@ def alive(pid: int) -> bool:
 class UpProcess:
     """`nimbus up` with every port its own and its data under `data_dir`."""
 
-    def __init__(self, data_dir: Path, ports: Ports, args: list[str]) -> None:
+    def __init__(
+        self, data_dir: Path, ports: Ports, args: list[str], env: dict[str, str] | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.ports = ports
         self.args = args
+        self.env = {**os.environ, **(env or {})}
+        # What `nimbus ctl` must present when the stack runs with an admin token.
+        self.token = args[args.index("--admin-token") + 1] if "--admin-token" in args else ""
         self.out_path = data_dir.parent / f"up-{time.monotonic_ns()}.out"
         self.proc: subprocess.Popen[bytes] | None = None
         self.pids: list[int] = []
@@ -109,6 +120,7 @@ class UpProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                env=self.env,
             )
         return self
 
@@ -142,7 +154,8 @@ class UpProcess:
     def registry(self, site: str) -> str:
         return self.ports.address(f"registry_{site}_port")
 
-    async def ctl(self, *args: str) -> Result:
+    async def ctl(self, *args: str, token: bool = True) -> Result:
+        """`nimbus ctl` against this stack (with its admin token unless `token` is False)."""
         return await run(
             *NIMBUS,
             "ctl",
@@ -153,6 +166,7 @@ class UpProcess:
             "--replicator",
             self.ports.address("replicator_a_grpc_port"),
             *args,
+            env={"NIMBUS_ADMIN_TOKEN": self.token if token else ""},
         )
 
     def cleanup(self) -> None:
@@ -174,11 +188,14 @@ UpFactory = Callable[..., UpProcess]
 
 @pytest.fixture
 async def up_factory(tmp_path: Path) -> AsyncIterator[UpFactory]:
-    """`up_factory(*args, ports=None, data_dir=None)` starts `nimbus up` (not waiting)."""
+    """`up_factory(*args, ports=None, env=None)` starts `nimbus up` (not waiting); the data
+    directory is the test's own, so a second stack of the test finds the data of the first."""
     started: list[UpProcess] = []
 
-    def make(*args: str, ports: Ports | None = None, data_dir: Path | None = None) -> UpProcess:
-        up = UpProcess(data_dir or tmp_path / "data", ports or Ports(), list(args))
+    def make(
+        *args: str, ports: Ports | None = None, env: dict[str, str] | None = None
+    ) -> UpProcess:
+        up = UpProcess(tmp_path / "data", ports or Ports(), list(args), env)
         started.append(up)
         return up.start()
 

@@ -96,11 +96,14 @@ async def test_two_sites_webhook_replication_deletes_then_restart_both_ways(
     up_factory: UpFactory, oci_layout_factory: LayoutFactory, tmp_path: Path
 ) -> None:
     ports = Ports()
-    up = up_factory("--sites", "2", ports=ports)
+    up = up_factory("--sites", "2", "--admin-token", "e2e-token", ports=ports)
     assert "created" in table_row(await up.wait_ready(), "a -> b")
     a, b = up.registry("a"), up.registry("b")
     receiver = await Receiver().start()
     try:
+        # Every service got the admin token.
+        refused = await up.ctl("peers", "list", token=False)
+        assert refused.code == 1 and "admin token" in refused.err, refused
         # A webhook, added as an operator would; its generated secret signs every delivery.
         added = await up.ctl("--json", "webhooks", "add", receiver.url, "--action", "push")
         assert added.code == 0, added.err
@@ -172,7 +175,7 @@ async def test_two_sites_webhook_replication_deletes_then_restart_both_ways(
         await stop_cleanly(up, TWO_SITES)
 
         # Again, both ways: the data and the operator's rule are kept, b -> a is added.
-        again = up_factory("--sites", "2", "--active-active", ports=ports)
+        again = up_factory("--sites", "2", "--active-active", "--admin-token", "t2", ports=ports)
         output = await again.wait_ready()
         kept = table_row(output, "a -> b")
         assert "kept" in kept and "deletes" in kept, output
@@ -240,3 +243,15 @@ async def test_a_service_that_dies_stops_the_others_and_fails(up_factory: UpFact
     for name in ("replicator a", "registry a", "nats-server"):
         assert f"  {name} stopped\n" in output, output
     assert [pid for pid in up.pids if alive(pid)] == []
+
+
+async def test_a_service_that_cannot_start_is_named_with_its_log(up_factory: UpFactory) -> None:
+    # The replicator refuses this setting at start (through the environment it inherits).
+    up = up_factory(env={"NIMBUS_WORKER_ACK_WAIT": "0"})
+    assert await up.wait_exit() == 1
+    output = up.output()
+    assert "replicator a exited with code 2 while it was starting" in output, output
+    assert "last lines of" in output and "worker.ack_wait" in output, output
+    for name in ("notifier", "registry a", "nats-server"):
+        assert f"  {name} stopped\n" in output, output
+    assert "Ready." not in output
