@@ -2,7 +2,8 @@
 
 Each child runs in its own process group: the terminal's Ctrl-C reaches `nimbus up` alone,
 which then stops the children in reverse dependency order (SIGTERM, then SIGKILL after a
-timeout), and a SIGKILL reaches a child's own sub-processes (registry workers) too.
+timeout); signals go to the child's group, so its own sub-processes (registry workers) get
+them too.
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ class Supervisor:
         if child.running:
             self._signal(child, signal.SIGKILL)
             await child.exited
-            return "killed (did not stop in time)"
+            return "killed" if hurry.is_set() else "killed (did not stop in time)"
         return "stopped" if child.returncode == 0 else f"stopped: it {child.how_it_ended()}"
 
     @staticmethod
