@@ -31,6 +31,11 @@ REPLICATION_STATUS_BUCKET = "nimbus-replication-status"
 DELIVERIES_BUCKET = "nimbus-deliveries"
 
 
+def site_bucket(bucket: str, site: str) -> str:
+    """A site's own copy of a bucket: sites sharing one NATS keep their replication apart."""
+    return f"{bucket}-{_token(site, 'site')}"
+
+
 def _token(value: str, what: str) -> str:
     # A subject token may not hold the separators or wildcards of NATS subjects.
     if not value or any(c in value for c in ".*> \t\r\n"):

@@ -47,8 +47,9 @@ class FailureStore:
         self._known: set[str] = set()
 
     @classmethod
-    async def open(cls, js: JetStreamContext) -> FailureStore:
-        store = cls(await open_bucket(js, streams.REPLICATION_FAILURES_BUCKET))
+    async def open(cls, js: JetStreamContext, site: str) -> FailureStore:
+        bucket = streams.site_bucket(streams.REPLICATION_FAILURES_BUCKET, site)
+        store = cls(await open_bucket(js, bucket))
         try:
             store._known.update(await store.kv.keys())
         except NoKeysError:

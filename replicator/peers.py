@@ -142,8 +142,8 @@ class PeerStore:
         self.kv = kv
 
     @classmethod
-    async def open(cls, js: JetStreamContext) -> PeerStore:
-        return cls(await open_bucket(js, streams.PEERS_BUCKET))
+    async def open(cls, js: JetStreamContext, site: str) -> PeerStore:
+        return cls(await open_bucket(js, streams.site_bucket(streams.PEERS_BUCKET, site)))
 
     async def get(self, name: str) -> Peer:
         try:

@@ -78,13 +78,13 @@ class ReplicationService:
 
     @classmethod
     async def open(cls, config: ReplicatorConfig, js: JetStreamContext) -> ReplicationService:
-        status = await StatusBoard.open(js, config.instance)
+        status = await StatusBoard.open(js, config.site, config.instance)
         lease = ReconcileLease(status.kv, config.instance)
         return cls(
             config,
             js,
-            await PeerStore.open(js),
-            await FailureStore.open(js),
+            await PeerStore.open(js, config.site),
+            await FailureStore.open(js, config.site),
             status,
             lease,
         )
@@ -252,5 +252,5 @@ class ReplicationService:
 
 async def open_service(config: ReplicatorConfig, js: JetStreamContext) -> ReplicationService:
     # Buckets are made on first use by whichever replica starts first.
-    await open_bucket(js, streams.PEERS_BUCKET)
+    await open_bucket(js, streams.site_bucket(streams.PEERS_BUCKET, config.site))
     return await ReplicationService.open(config, js)

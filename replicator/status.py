@@ -53,8 +53,9 @@ class StatusBoard:
         self._dirty: set[str] = set()
 
     @classmethod
-    async def open(cls, js: JetStreamContext, replica: str) -> StatusBoard:
-        kv = await open_bucket(js, streams.REPLICATION_STATUS_BUCKET, ttl=STATUS_TTL_SECONDS)
+    async def open(cls, js: JetStreamContext, site: str, replica: str) -> StatusBoard:
+        bucket = streams.site_bucket(streams.REPLICATION_STATUS_BUCKET, site)
+        kv = await open_bucket(js, bucket, ttl=STATUS_TTL_SECONDS)
         return cls(kv, replica)
 
     def counters(self, peer: str) -> PeerCounters:

@@ -196,6 +196,13 @@ class PeerWorker:
         keepalive = asyncio.create_task(self._keep_alive())
         self._tasks.add(keepalive)
         log.info("peer worker started", extra={"peer": self.peer.name, "consumer": self.consumer})
+        try:
+            await self._fetch_forever(sub)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _fetch_forever(self, sub: Any) -> None:
         while True:
             async with self._room:
                 await self._room.wait_for(lambda: len(self._held) < self.settings.max_in_flight)

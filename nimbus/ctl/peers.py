@@ -92,7 +92,12 @@ def _add_peer_flags(parser: argparse.ArgumentParser, creating: bool) -> None:
     parser.add_argument("--username", help="user for Basic or token authentication")
     parser.add_argument("--password", help="password (prefer --password-stdin)")
     parser.add_argument("--password-stdin", action="store_true", help="read the password")
-    parser.add_argument("--token", help="a fixed bearer token instead of user and password")
+    # Its own dest: `--token` before the area is the admin token of `nimbus ctl`.
+    parser.add_argument(
+        "--peer-token",
+        dest="peer_token",
+        help="a fixed bearer token for the peer, instead of user and password",
+    )
     parser.add_argument(
         "--insecure", action=argparse.BooleanOptionalAction, default=None, help="skip TLS checks"
     )
@@ -126,13 +131,15 @@ def _peer_from_args(ctl: Ctl) -> tuple[pb.Peer, list[str]]:
     password = a.password
     if a.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
-    if a.username or password or a.token:
-        if a.token and (a.username or password):
+    if a.username or password or a.peer_token:
+        if a.peer_token and (a.username or password):
             raise CtlError("give --username and --password, or --token, not both")
         if bool(a.username) != bool(password):
             raise CtlError("--username needs --password or --password-stdin")
         peer.credentials.CopyFrom(
-            pb.Credentials(username=a.username or "", password=password or "", token=a.token or "")
+            pb.Credentials(
+                username=a.username or "", password=password or "", token=a.peer_token or ""
+            )
         )
         paths.append("credentials")
     if a.insecure is not None:
