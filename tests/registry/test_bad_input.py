@@ -7,7 +7,6 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,22 +21,18 @@ from tests.registry.oci_client import (
     read_response,
     send_raw,
 )
-from tests.registry.store import snapshot, upload_sessions
+from tests.registry.store import Store
 
 MD5_DIGEST = "md5:" + "0" * 32
 
 
 @pytest.fixture
-def unchanged(module_registry: RegistryProcess) -> Iterator[None]:
-    """The test's requests leave no file behind: no blob, link, session or temporary file."""
-    before = snapshot(module_registry.data_dir)
+def unchanged(store: Store) -> Iterator[None]:
+    """The test's requests leave no file behind: no blob, link, session or temporary file
+    (or, on S3, no object and no open multipart upload)."""
+    before = store.snapshot()
     yield
-    assert snapshot(module_registry.data_dir) == before
-
-
-@pytest.fixture
-def data_dir(module_registry: RegistryProcess) -> Path:
-    return module_registry.data_dir
+    assert store.snapshot() == before
 
 
 def wait_logged(registry: RegistryProcess, request_id: str, timeout: float = 20.0) -> None:
@@ -59,10 +54,10 @@ async def _open_session(client: OCIClient, repo: str, data: bytes) -> str:
 
 
 async def test_wrong_digest_on_a_monolithic_upload(
-    client: OCIClient, repo: str, data_dir: Path
+    client: OCIClient, repo: str, store: Store
 ) -> None:
     await client.push_blob(repo, b"seed")  # the repository exists before the snapshot
-    before = snapshot(data_dir)
+    before = store.snapshot()
     blob, other = make_blob(5000, seed=60), make_blob(5000, seed=61)
     reply = await client.request(
         "POST", f"/v2/{repo}/blobs/uploads/?digest={other.digest}", data=blob.data
@@ -70,20 +65,20 @@ async def test_wrong_digest_on_a_monolithic_upload(
     reply.expect_error(400, "DIGEST_INVALID")
     for digest in (blob.digest, other.digest):
         (await client.blob(repo, digest)).expect_error(404, "BLOB_UNKNOWN")
-    assert snapshot(data_dir) == before
+    assert store.snapshot() == before
 
 
 async def test_wrong_digest_when_closing_a_chunked_upload(
-    client: OCIClient, repo: str, data_dir: Path
+    client: OCIClient, repo: str, store: Store
 ) -> None:
-    before = snapshot(data_dir)
+    before = store.snapshot()
     blob = make_blob(5000, seed=62)
     location = await _open_session(client, repo, blob.data)
     reply = await client.finish(location, sha256(b"something else"))
     reply.expect_error(400, "DIGEST_INVALID")
     (await client.blob(repo, blob.digest)).expect_error(404, "BLOB_UNKNOWN")
-    assert snapshot(data_dir) == before
-    assert upload_sessions(data_dir, repo) == []
+    assert store.snapshot() == before
+    assert store.upload_sessions(repo) == []
 
 
 @pytest.mark.parametrize(
@@ -105,12 +100,12 @@ async def test_unsupported_or_malformed_digest_on_upload(
 
 
 async def test_unsupported_digest_when_closing_an_upload(
-    client: OCIClient, repo: str, data_dir: Path
+    client: OCIClient, repo: str, store: Store
 ) -> None:
     location = await _open_session(client, repo, b"abc")
-    before = snapshot(data_dir)
+    before = store.snapshot()
     _expect_digest_refused(await client.finish(location, MD5_DIGEST))
-    assert snapshot(data_dir) == before
+    assert store.snapshot() == before
 
 
 async def test_unsupported_digest_in_reads(client: OCIClient, repo: str, unchanged: None) -> None:
@@ -132,10 +127,10 @@ def _expect_digest_refused(reply: Reply) -> None:
 
 
 async def test_body_shorter_than_content_length_on_a_monolithic_upload(
-    client: OCIClient, repo: str, module_registry: RegistryProcess
+    client: OCIClient, repo: str, module_registry: RegistryProcess, store: Store
 ) -> None:
     await client.push_blob(repo, b"seed")
-    before = snapshot(module_registry.data_dir)
+    before = store.snapshot()
     blob = make_blob(3 << 20, seed=63)
     request_id = uuid.uuid4().hex
     head = (
@@ -147,16 +142,16 @@ async def test_body_shorter_than_content_length_on_a_monolithic_upload(
     await send_raw("127.0.0.1", module_registry.port, head + blob.data[: 5 << 19], read_reply=False)
     await asyncio.to_thread(wait_logged, module_registry, request_id)
     (await client.blob(repo, blob.digest)).expect_error(404, "BLOB_UNKNOWN")
-    assert snapshot(module_registry.data_dir) == before
+    assert store.snapshot() == before
     assert (await client.request("GET", "/v2/")).status == 200
 
 
 async def test_body_shorter_than_content_length_on_a_chunk(
-    client: OCIClient, repo: str, module_registry: RegistryProcess
+    client: OCIClient, repo: str, module_registry: RegistryProcess, store: Store
 ) -> None:
     blob = make_blob(4 << 20, seed=64)
     location = await _open_session(client, repo, blob.data[:1000])
-    before = snapshot(module_registry.data_dir)
+    before = store.snapshot()
     request_id = uuid.uuid4().hex
     chunk = blob.data[1000:]
     head = (
@@ -166,7 +161,7 @@ async def test_body_shorter_than_content_length_on_a_chunk(
     ).encode()
     await send_raw("127.0.0.1", module_registry.port, head + chunk[: 5 << 19], read_reply=False)
     await asyncio.to_thread(wait_logged, module_registry, request_id)
-    assert snapshot(module_registry.data_dir) == before
+    assert store.snapshot() == before
     # The session is where it was, and the client can send the chunk again.
     status = await client.request("GET", location)
     assert status.headers["Range"] == "0-999"
@@ -176,11 +171,11 @@ async def test_body_shorter_than_content_length_on_a_chunk(
 
 
 async def test_body_longer_than_content_length(
-    client: OCIClient, repo: str, module_registry: RegistryProcess
+    client: OCIClient, repo: str, module_registry: RegistryProcess, store: Store
 ) -> None:
     """The server reads Content-Length bytes; the rest is no request of HTTP's."""
     await client.push_blob(repo, b"seed")
-    before = snapshot(module_registry.data_dir)
+    before = store.snapshot()
     blob = make_blob(10_000, seed=65)
     head = (
         f"POST /v2/{repo}/blobs/uploads/?digest={blob.digest} HTTP/1.1\r\n"
@@ -190,7 +185,7 @@ async def test_body_longer_than_content_length(
     # All at once: the surplus arrives as a malformed pipelined request.
     response = await send_raw("127.0.0.1", module_registry.port, head + blob.data)
     assert raw_status(response) == 400
-    assert snapshot(module_registry.data_dir) == before
+    assert store.snapshot() == before
 
     # The surplus after the answer: the declared bytes are not the blob the digest names.
     reader, writer = await asyncio.open_connection("127.0.0.1", module_registry.port)
@@ -205,14 +200,14 @@ async def test_body_longer_than_content_length(
         writer.close()
     for digest in (blob.digest, sha256(blob.data[:-100])):
         (await client.blob(repo, digest)).expect_error(404, "BLOB_UNKNOWN")
-    assert snapshot(module_registry.data_dir) == before
+    assert store.snapshot() == before
 
 
 async def test_chunk_whose_content_range_and_length_disagree(
-    client: OCIClient, repo: str, data_dir: Path
+    client: OCIClient, repo: str, store: Store
 ) -> None:
     location = await _open_session(client, repo, b"a" * 100)
-    before = snapshot(data_dir)
+    before = store.snapshot()
     reply = await client.request(
         "PATCH",
         location,
@@ -220,16 +215,16 @@ async def test_chunk_whose_content_range_and_length_disagree(
         headers={"Content-Range": "100-199", "Content-Type": "application/octet-stream"},
     )
     reply.expect_error(400, "SIZE_INVALID")
-    assert snapshot(data_dir) == before
+    assert store.snapshot() == before
     assert (await client.request("GET", location)).headers["Range"] == "0-99"
 
 
 async def test_streamed_chunk_shorter_than_its_content_range(
-    client: OCIClient, repo: str, data_dir: Path
+    client: OCIClient, repo: str, store: Store
 ) -> None:
     """Without Content-Length (chunked transfer), the Content-Range still binds the chunk."""
     location = await _open_session(client, repo, b"a" * 100)
-    before = snapshot(data_dir)
+    before = store.snapshot()
 
     async def body() -> AsyncIterator[bytes]:
         yield b"b" * 30
@@ -242,15 +237,15 @@ async def test_streamed_chunk_shorter_than_its_content_range(
         headers={"Content-Range": "100-199", "Content-Type": "application/octet-stream"},
     )
     reply.expect_error(400, "SIZE_INVALID")
-    assert snapshot(data_dir) == before
+    assert store.snapshot() == before
     assert (await client.request("GET", location)).headers["Range"] == "0-99"
 
 
 async def test_out_of_order_chunks_store_nothing(
-    client: OCIClient, repo: str, data_dir: Path
+    client: OCIClient, repo: str, store: Store
 ) -> None:
     location = await _open_session(client, repo, b"a" * 100)
-    before = snapshot(data_dir)
+    before = store.snapshot()
     for first, size in ((0, 100), (50, 100), (101, 10), (200, 10), (100, 0)):
         reply = await client.request(
             "PATCH",
@@ -260,7 +255,7 @@ async def test_out_of_order_chunks_store_nothing(
         )
         reply.expect_error(416, "RANGE_INVALID")
         assert reply.headers["Range"] == "0-99"
-        assert snapshot(data_dir) == before
+        assert store.snapshot() == before
 
 
 async def test_body_without_a_digest_is_not_an_upload(
@@ -271,13 +266,13 @@ async def test_body_without_a_digest_is_not_an_upload(
 
 
 async def test_closing_an_upload_without_a_digest(
-    client: OCIClient, repo: str, data_dir: Path
+    client: OCIClient, repo: str, store: Store
 ) -> None:
     location = await _open_session(client, repo, b"abc")
-    before = snapshot(data_dir)
+    before = store.snapshot()
     reply = await client.request("PUT", location, data=b"def")
     reply.expect_error(400, "DIGEST_INVALID")
-    assert snapshot(data_dir) == before
+    assert store.snapshot() == before
 
 
 # -- manifests ------------------------------------------------------------------------------
@@ -339,11 +334,11 @@ async def test_invalid_manifests(
 
 
 async def test_manifest_body_shorter_or_longer_than_content_length(
-    client: OCIClient, repo: str, module_registry: RegistryProcess
+    client: OCIClient, repo: str, module_registry: RegistryProcess, store: Store
 ) -> None:
     image = make_image((10,), seed=75)
     await client.push_blobs(repo, image.blobs)
-    before = snapshot(module_registry.data_dir)
+    before = store.snapshot()
     data = image.manifest.data
 
     def head(length: int, request_id: str) -> bytes:
@@ -373,18 +368,18 @@ async def test_manifest_body_shorter_or_longer_than_content_length(
         writer.close()
     (await client.manifest(repo, "v1")).expect_error(404, "MANIFEST_UNKNOWN")
     (await client.manifest(repo, image.digest)).expect_error(404, "MANIFEST_UNKNOWN")
-    assert snapshot(module_registry.data_dir) == before
+    assert store.snapshot() == before
 
 
 async def test_manifest_referencing_missing_blobs_stores_nothing(
-    client: OCIClient, repo: str, data_dir: Path
+    client: OCIClient, repo: str, store: Store
 ) -> None:
     image = make_image((1000, 1000), seed=66)
     await client.push_blobs(repo, image.blobs[1:])  # all but the config
-    before = snapshot(data_dir)
+    before = store.snapshot()
     reply = await client.put_manifest(repo, "v1", image.manifest)
     reply.expect_error(400, "MANIFEST_BLOB_UNKNOWN")
-    assert snapshot(data_dir) == before
+    assert store.snapshot() == before
     (await client.manifest(repo, image.digest)).expect_error(404, "MANIFEST_UNKNOWN")
 
 
@@ -424,23 +419,23 @@ async def test_manifest_of_exactly_4_mib_is_accepted(client: OCIClient, repo: st
 
 
 async def test_manifest_digest_mismatch_on_put_by_digest(
-    client: OCIClient, repo: str, data_dir: Path
+    client: OCIClient, repo: str, store: Store
 ) -> None:
     image, other = make_image((10,), seed=69), make_image((10,), seed=70)
     await client.push_blobs(repo, image.blobs)
-    before = snapshot(data_dir)
+    before = store.snapshot()
     reply = await client.put_manifest(repo, other.digest, image.manifest)
     reply.expect_error(400, "DIGEST_INVALID")
-    assert snapshot(data_dir) == before
+    assert store.snapshot() == before
     for digest in (image.digest, other.digest):
         (await client.manifest(repo, digest)).expect_error(404, "MANIFEST_UNKNOWN")
 
 
 @pytest.mark.parametrize("tag", ["-leading-dash", ".dot", "x" * 129, "sp ace", "a%2Fb"])
-async def test_invalid_tags(client: OCIClient, repo: str, data_dir: Path, tag: str) -> None:
+async def test_invalid_tags(client: OCIClient, repo: str, store: Store, tag: str) -> None:
     image = make_image((10,), seed=71)
     await client.push_blobs(repo, image.blobs)
-    before = snapshot(data_dir)
+    before = store.snapshot()
     reply = await client.request(
         "PUT",
         f"/v2/{repo}/manifests/{tag.replace(' ', '%20')}",
@@ -450,7 +445,7 @@ async def test_invalid_tags(client: OCIClient, repo: str, data_dir: Path, tag: s
     assert reply.status == 400, reply.body
     # TAG_INVALID is Distribution's code for it; MANIFEST_INVALID the nearest of the spec's.
     assert set(reply.error_codes) & {"TAG_INVALID", "MANIFEST_INVALID"}
-    assert snapshot(data_dir) == before
+    assert store.snapshot() == before
 
 
 async def test_manifest_with_a_sha512_reference(client: OCIClient, repo: str) -> None:
@@ -531,16 +526,14 @@ async def test_unknown_upload_ids(
         reply.expect_error(404, "BLOB_UPLOAD_UNKNOWN")
 
 
-async def test_upload_id_of_another_repository(
-    client: OCIClient, repo: str, data_dir: Path
-) -> None:
+async def test_upload_id_of_another_repository(client: OCIClient, repo: str, store: Store) -> None:
     location = await _open_session(client, repo, b"abc")
-    before = snapshot(data_dir)
+    before = store.snapshot()
     elsewhere = location.replace(f"/v2/{repo}/", f"/v2/{repo}-other/")
     (await client.request("GET", elsewhere)).expect_error(404, "BLOB_UPLOAD_UNKNOWN")
     (await client.patch(elsewhere, b"def", 3)).expect_error(404, "BLOB_UPLOAD_UNKNOWN")
     (await client.finish(elsewhere, sha256(b"abc"))).expect_error(404, "BLOB_UPLOAD_UNKNOWN")
-    assert snapshot(data_dir) == before
+    assert store.snapshot() == before
 
 
 # -- a repository that only ever saw refused requests ---------------------------------------

@@ -8,11 +8,12 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from tests.fixtures.images import make_blob, sha256
 from tests.fixtures.registry import RegistryProcess
 from tests.registry.oci_client import OCIClient
-from tests.registry.store import blob_files, upload_sessions
+from tests.registry.store import Store
 
 
 def _upload_id(location: str) -> str:
@@ -43,7 +44,7 @@ async def test_post_then_put_with_the_whole_body(client: OCIClient, repo: str) -
 
 
 async def test_chunked_upload_reports_the_range_after_each_chunk(
-    client: OCIClient, repo: str, module_registry: RegistryProcess
+    client: OCIClient, repo: str, store: Store
 ) -> None:
     blob = make_blob(2_500_000, seed=12)
     location = await client.start_upload(repo)
@@ -59,7 +60,7 @@ async def test_chunked_upload_reports_the_range_after_each_chunk(
     reply = await client.finish(location, blob.digest)
     assert reply.status == 201, reply.body
     assert (await client.blob(repo, blob.digest)).body == blob.data
-    assert upload_sessions(module_registry.data_dir, repo) == []
+    assert store.upload_sessions(repo) == []
 
 
 async def test_chunks_without_content_range_are_appended_in_order(
@@ -119,15 +120,13 @@ async def test_upload_status(client: OCIClient, repo: str) -> None:
     assert status.headers["Docker-Upload-UUID"] == upload_id
 
 
-async def test_delete_cancels_the_upload(
-    client: OCIClient, repo: str, module_registry: RegistryProcess
-) -> None:
+async def test_delete_cancels_the_upload(client: OCIClient, repo: str, store: Store) -> None:
     location = await client.start_upload(repo)
     await client.patch(location, b"abc" * 1000, 0)
-    assert upload_sessions(module_registry.data_dir, repo) == [_upload_id(location)]
+    assert store.upload_sessions(repo) == [_upload_id(location)]
     reply = await client.request("DELETE", location)
     assert reply.status == 204
-    assert upload_sessions(module_registry.data_dir, repo) == []
+    assert store.upload_sessions(repo) == []
     (await client.request("GET", location)).expect_error(404, "BLOB_UPLOAD_UNKNOWN")
     (await client.patch(location, b"more", 3000)).expect_error(404, "BLOB_UPLOAD_UNKNOWN")
     digest = sha256(b"abc" * 1000)
@@ -166,9 +165,7 @@ async def test_upload_resumes_after_a_registry_restart(
     assert (await client.blob("resume/me", blob.digest)).body == blob.data
 
 
-async def test_cross_repository_mount(
-    client: OCIClient, repo: str, module_registry: RegistryProcess
-) -> None:
+async def test_cross_repository_mount(client: OCIClient, repo: str, store: Store) -> None:
     blob = make_blob(9000, seed=18)
     source = f"{repo}/source"
     await client.push_blob(source, blob.data)
@@ -180,7 +177,7 @@ async def test_cross_repository_mount(
     assert reply.headers["Docker-Content-Digest"] == blob.digest
     assert reply.headers["Location"].endswith(f"/v2/{target}/blobs/{blob.digest}")
     assert (await client.blob(target, blob.digest)).body == blob.data
-    assert upload_sessions(module_registry.data_dir, target) == []
+    assert store.upload_sessions(target) == []
 
 
 async def test_mount_falls_back_to_an_upload_session(client: OCIClient, repo: str) -> None:
@@ -217,7 +214,7 @@ async def test_chunked_upload_finished_with_a_sha512_digest(client: OCIClient, r
 
 
 async def test_concurrent_pushes_of_the_same_blob(
-    client: OCIClient, repo: str, module_registry: RegistryProcess
+    client: OCIClient, repo: str, store: Store
 ) -> None:
     blob = make_blob(1_500_000, seed=21)
 
@@ -230,7 +227,7 @@ async def test_concurrent_pushes_of_the_same_blob(
     assert await asyncio.gather(*(push(i) for i in range(6))) == [201] * 6
     for name in (f"{repo}/r0", f"{repo}/r1"):
         assert (await client.blob(name, blob.digest)).body == blob.data
-        assert upload_sessions(module_registry.data_dir, name) == []
+        assert store.upload_sessions(name) == []
 
 
 def _wait_for_file_size(path: Path, size: int, timeout: float = 20.0) -> None:
@@ -240,6 +237,10 @@ def _wait_for_file_size(path: Path, size: int, timeout: float = 20.0) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.filesystem_only(
+    "watches the session's file grow on disk to kill the registry mid-write; on S3 resumption "
+    "after a restart is tested in tests/scaleout"
+)
 async def test_a_crash_mid_upload_leaves_no_blob_and_the_session_resumable(
     registry: RegistryProcess, http: aiohttp.ClientSession
 ) -> None:
@@ -278,7 +279,7 @@ async def test_a_crash_mid_upload_leaves_no_blob_and_the_session_resumable(
 
     for blob in (chunked, whole):
         assert await _status_of_head(client, f"/v2/{name}/blobs/{blob.digest}") == 404
-        assert blob.digest not in blob_files(registry.data_dir)
+        assert blob.digest not in Store(registry).blob_files()
     # The session holds a prefix of what was sent; the client resumes from where it says.
     status = await client.request("GET", location)
     assert status.status == 204
@@ -293,12 +294,10 @@ async def _status_of_head(client: OCIClient, path: str) -> int:
     return (await client.request("HEAD", path)).status
 
 
-async def test_concurrent_chunks_on_one_session_never_interleave(module_registry) -> None:
+async def test_concurrent_chunks_on_one_session_never_interleave(
+    module_registry: RegistryProcess,
+) -> None:
     """Two PATCHes racing on one session: one lands, the other is refused, the data is whole."""
-    import asyncio
-
-    import aiohttp
-
     registry_url = module_registry.url
     name = "race/chunks"
     first, second = b"a" * (3 << 20), b"b" * (3 << 20)
