@@ -13,9 +13,10 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from nimbus.kvbucket import open_bucket
 from nimbus.streams import DELIVERIES_BUCKET
 from notifier.errors import InvalidArgument
-from notifier.store import open_bucket, replay
+from notifier.store import replay
 from proto.nimbus.v1 import webhooks_pb2
 
 DEFAULT_PAGE_SIZE = 100
@@ -65,8 +66,9 @@ class DeliveryStore:
         self._kv = kv
 
     @classmethod
-    async def open(cls, js: JetStreamContext, ttl: float) -> DeliveryStore:
-        return cls(await open_bucket(js, DELIVERIES_BUCKET, history=1, ttl=ttl))
+    async def open(cls, js: JetStreamContext, ttl: float, replicas: int = 1) -> DeliveryStore:
+        kv = await open_bucket(js, DELIVERIES_BUCKET, replicas=replicas, history=1, ttl=ttl)
+        return cls(kv)
 
     async def put(self, delivery: webhooks_pb2.Delivery) -> None:
         await self._kv.put(_key(delivery.webhook_id, delivery.id), delivery.SerializeToString())

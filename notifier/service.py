@@ -29,6 +29,9 @@ def nats_options(config: NotifierConfig) -> NatsOptions:
         servers=list(config.nats),
         name=f"nimbus-notifier {config.instance}",
         creds=config.nats_creds,
+        token=config.nats_token,
+        user=config.nats_user,
+        password=config.nats_password,
         tls_ca=config.nats_tls_ca,
         tls_cert=config.nats_tls_cert,
         tls_key=config.nats_tls_key,
@@ -43,8 +46,8 @@ async def serve(config: NotifierConfig) -> None:
 
     nc = await connect(nats_options(config))
     js = nc.jetstream()
-    webhooks = await WebhookStore.open(js)
-    deliveries = await DeliveryStore.open(js, config.deliveries_ttl)
+    webhooks = await WebhookStore.open(js, config.kv_replicas)
+    deliveries = await DeliveryStore.open(js, config.deliveries_ttl, config.kv_replicas)
     d = config.delivery
     sender = Sender(d.timeout, d.excerpt_bytes, config.instance)
     dispatcher = Dispatcher(js, webhooks, deliveries, sender, config)

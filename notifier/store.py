@@ -12,9 +12,10 @@ import logging
 
 from google.protobuf.json_format import MessageToJson, Parse
 from nats.js import JetStreamContext
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
+from nimbus.kvbucket import open_bucket
 from nimbus.streams import WEBHOOKS_BUCKET
 from proto.nimbus.v1 import webhooks_pb2
 
@@ -45,14 +46,6 @@ async def replay(kv: KeyValue, pattern: str) -> list[KeyValue.Entry]:
     return found
 
 
-async def open_bucket(js: JetStreamContext, bucket: str, **config: object) -> KeyValue:
-    """The bucket, created with `config` when it does not exist yet."""
-    try:
-        return await js.key_value(bucket)
-    except BucketNotFoundError:
-        return await js.create_key_value(bucket=bucket, **config)  # type: ignore[arg-type]
-
-
 class WebhookStore:
     def __init__(self, kv: KeyValue) -> None:
         self._kv = kv
@@ -61,8 +54,8 @@ class WebhookStore:
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, js: JetStreamContext) -> WebhookStore:
-        store = cls(await open_bucket(js, WEBHOOKS_BUCKET, history=5))
+    async def open(cls, js: JetStreamContext, replicas: int = 1) -> WebhookStore:
+        store = cls(await open_bucket(js, WEBHOOKS_BUCKET, replicas=replicas, history=5))
         await store._start_watch()
         return store
 

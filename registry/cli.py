@@ -26,6 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     events.add_argument("--nats-tls-cert", help="client certificate for mutual TLS")
     events.add_argument("--nats-tls-key", help="key of the client certificate")
     events.add_argument(
+        "--stream-replicas",
+        type=int,
+        help="copies a NATS cluster keeps of the event stream, 1 to 5 (1)",
+    )
+    events.add_argument(
         "--publish-timeout",
         type=float,
         help="seconds a request waits for the JetStream ack before using the outbox (0.5)",
@@ -107,6 +112,7 @@ def flags(args: argparse.Namespace) -> dict[str, Any]:
         "nats_tls_ca": args.nats_tls_ca,
         "nats_tls_cert": args.nats_tls_cert,
         "nats_tls_key": args.nats_tls_key,
+        "stream_replicas": args.stream_replicas,
         "publish_timeout": args.publish_timeout,
         "outbox_dir": args.outbox_dir,
         "blob_uploads": args.blob_events,

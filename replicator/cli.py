@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nats-tls-ca", help="CA (PEM) to verify NATS servers")
     parser.add_argument("--nats-tls-cert", help="client certificate (PEM) for NATS")
     parser.add_argument("--nats-tls-key", help="client key (PEM) for NATS")
+    parser.add_argument(
+        "--kv-replicas", type=int, help="copies a NATS cluster keeps of the KV buckets (1)"
+    )
     parser.add_argument("--site", help="this site: whose events are replicated (local)")
     parser.add_argument(
         "--registry", help="this site's registry, where copies are read (http://127.0.0.1:5000)"
@@ -44,6 +47,7 @@ def flags(args: argparse.Namespace) -> dict[str, Any]:
         "nats_tls_ca": args.nats_tls_ca,
         "nats_tls_cert": args.nats_tls_cert,
         "nats_tls_key": args.nats_tls_key,
+        "kv_replicas": args.kv_replicas,
         "site": args.site,
         "source": {"url": args.registry} if args.registry else None,
         "grpc_listen": args.grpc_listen,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from nimbus.config import ConfigError, split_hostport
 from nimbus.grpcserver import GrpcServerConfig
+from nimbus.kvbucket import MAX_REPLICAS
 from nimbus.natsconn import NatsOptions
 from replicator.worker import WorkerSettings
 
@@ -52,6 +53,8 @@ class ReplicatorConfig:
     nats_tls_ca: str = ""
     nats_tls_cert: str = ""
     nats_tls_key: str = ""
+    # Copies a NATS cluster keeps of the peers, failures and status buckets (1 to 5).
+    kv_replicas: int = 1
     # This site: whose events are replicated (nimbus.events.<site>.>).
     site: str = "local"
     grpc_listen: str = "127.0.0.1:50053"
@@ -70,6 +73,8 @@ class ReplicatorConfig:
         for url in self.nats:
             if "://" not in url:
                 raise ConfigError(f"nats: {url!r} is not a URL like nats://HOST:PORT")
+        if not 1 <= self.kv_replicas <= MAX_REPLICAS:
+            raise ConfigError(f"kv_replicas: between 1 and {MAX_REPLICAS}")
         if not self.site or not self.site.replace("-", "").replace("_", "").isalnum():
             raise ConfigError("site: letters, digits, '-' and '_' only")
         self.grpc.validate("grpc")

@@ -12,7 +12,7 @@ from nats.js.errors import KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 
 from nimbus import streams
-from replicator.peers import open_bucket
+from nimbus.kvbucket import open_bucket
 
 
 @dataclass
@@ -47,9 +47,9 @@ class FailureStore:
         self._known: set[str] = set()
 
     @classmethod
-    async def open(cls, js: JetStreamContext, site: str) -> FailureStore:
+    async def open(cls, js: JetStreamContext, site: str, replicas: int = 1) -> FailureStore:
         bucket = streams.site_bucket(streams.REPLICATION_FAILURES_BUCKET, site)
-        store = cls(await open_bucket(js, bucket))
+        store = cls(await open_bucket(js, bucket, replicas=replicas))
         try:
             store._known.update(await store.kv.keys())
         except NoKeysError:

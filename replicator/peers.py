@@ -8,10 +8,8 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
-from nats.js.api import KeyValueConfig
 from nats.js.client import JetStreamContext
 from nats.js.errors import (
-    BucketNotFoundError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
     NoKeysError,
@@ -19,6 +17,7 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 
 from nimbus import streams
+from nimbus.kvbucket import open_bucket
 from replicator.oci.auth import Credentials
 from replicator.oci.client import RegistryClient
 from replicator.rules import Rule
@@ -126,15 +125,6 @@ class Peer:
         )
 
 
-async def open_bucket(js: JetStreamContext, bucket: str, ttl: float | None = None) -> KeyValue:
-    """The bucket, created on first use (every replica may race to create it: that is fine)."""
-    try:
-        return await js.key_value(bucket)
-    except BucketNotFoundError:
-        config = KeyValueConfig(bucket=bucket, history=1, ttl=ttl)
-        return await js.create_key_value(config)
-
-
 class PeerStore:
     """CRUD over the peers bucket; the key is the peer's name."""
 
@@ -142,8 +132,9 @@ class PeerStore:
         self.kv = kv
 
     @classmethod
-    async def open(cls, js: JetStreamContext, site: str) -> PeerStore:
-        return cls(await open_bucket(js, streams.site_bucket(streams.PEERS_BUCKET, site)))
+    async def open(cls, js: JetStreamContext, site: str, replicas: int = 1) -> PeerStore:
+        bucket = streams.site_bucket(streams.PEERS_BUCKET, site)
+        return cls(await open_bucket(js, bucket, replicas=replicas))
 
     async def get(self, name: str) -> Peer:
         try:

@@ -18,11 +18,12 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from nimbus import streams
+from nimbus.kvbucket import open_bucket
 from replicator.config import ReplicatorConfig
 from replicator.failures import Failure, FailureStore
 from replicator.oci.auth import Credentials
 from replicator.oci.client import RegistryClient, ssl_context
-from replicator.peers import Peer, PeerNotFoundError, PeerStore, open_bucket
+from replicator.peers import Peer, PeerNotFoundError, PeerStore
 from replicator.status import PeerCounters, StatusBoard
 from replicator.sync import ReconcileLease, SyncProgress, reconcile_forever, sync
 from replicator.worker import Change, PeerWorker, backlog, delete_consumer, ensure_consumer
@@ -78,13 +79,14 @@ class ReplicationService:
 
     @classmethod
     async def open(cls, config: ReplicatorConfig, js: JetStreamContext) -> ReplicationService:
-        status = await StatusBoard.open(js, config.site, config.instance)
+        replicas = config.kv_replicas
+        status = await StatusBoard.open(js, config.site, config.instance, replicas)
         lease = ReconcileLease(status.kv, config.instance)
         return cls(
             config,
             js,
-            await PeerStore.open(js, config.site),
-            await FailureStore.open(js, config.site),
+            await PeerStore.open(js, config.site, replicas),
+            await FailureStore.open(js, config.site, replicas),
             status,
             lease,
         )
@@ -252,5 +254,7 @@ class ReplicationService:
 
 async def open_service(config: ReplicatorConfig, js: JetStreamContext) -> ReplicationService:
     # Buckets are made on first use by whichever replica starts first.
-    await open_bucket(js, streams.site_bucket(streams.PEERS_BUCKET, config.site))
+    await open_bucket(
+        js, streams.site_bucket(streams.PEERS_BUCKET, config.site), replicas=config.kv_replicas
+    )
     return await ReplicationService.open(config, js)

@@ -13,7 +13,7 @@ from nats.js.errors import KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 
 from nimbus import streams
-from replicator.peers import open_bucket
+from nimbus.kvbucket import open_bucket
 
 log = logging.getLogger("nimbus.replicator.status")
 
@@ -53,9 +53,11 @@ class StatusBoard:
         self._dirty: set[str] = set()
 
     @classmethod
-    async def open(cls, js: JetStreamContext, site: str, replica: str) -> StatusBoard:
+    async def open(
+        cls, js: JetStreamContext, site: str, replica: str, replicas: int = 1
+    ) -> StatusBoard:
         bucket = streams.site_bucket(streams.REPLICATION_STATUS_BUCKET, site)
-        kv = await open_bucket(js, bucket, ttl=STATUS_TTL_SECONDS)
+        kv = await open_bucket(js, bucket, replicas=replicas, ttl=STATUS_TTL_SECONDS)
         return cls(kv, replica)
 
     def counters(self, peer: str) -> PeerCounters:
