@@ -8,8 +8,9 @@ import importlib
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
 import aiohttp
 import grpc
@@ -20,7 +21,7 @@ from nimbus import streams
 from nimbus.cli import build_parser
 from nimbus.config import ConfigError, load
 from notifier.config import NotifierConfig
-from proto.nimbus.v1 import webhooks_pb2, webhooks_pb2_grpc
+from proto.nimbus.v1 import replication_pb2_grpc, webhooks_pb2, webhooks_pb2_grpc
 from registry.config import RegistryConfig
 from replicator.config import ReplicatorConfig
 from tests.fixtures.images import Blob, make_blob
@@ -29,7 +30,10 @@ from tests.fixtures.notifier import NotifierFactory
 from tests.fixtures.registry import RegistryFactory, RegistryProcess
 from tests.notifier.receiver import Receiver
 from tests.registry.oci_client import OCIClient
+from tests.replicator.conftest import ReplicatorProcess, peer
 from tests.scaleout.stream import image_manifests, put_manifest, site_events
+
+T = TypeVar("T")
 
 PUSHES = 24
 KILL_AFTER = 8
@@ -84,6 +88,18 @@ async def node_in_use(cluster: NatsCluster, connection_name: str, within: float 
         assert time.monotonic() < deadline, f"{connection_name} never connected"
         await asyncio.sleep(0.1)
     return node
+
+
+async def retry_unavailable(call: Callable[[], Awaitable[T]], within: float = 30.0) -> T:
+    """A gRPC call retried while it answers UNAVAILABLE, as gRPC clients retry it."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
 
 
 async def push_series(
@@ -186,12 +202,20 @@ async def test_the_notifier_keeps_delivering_across_a_failover(
                 delivered = {
                     e["request"]["id"] for r in receiver.delivered for e in r.json()["events"]
                 }
-            # The webhooks bucket still takes writes with a node gone.
-            listed = await stub.ListWebhooks(webhooks_pb2.ListWebhooksRequest())
-            assert [w.url for w in listed.webhooks] == [receiver.url]
-            await stub.CreateWebhook(
-                webhooks_pb2.CreateWebhookRequest(webhook=webhooks_pb2.Webhook(url=receiver.url))
+            # The webhooks bucket still takes writes with a node gone (once JetStream has
+            # elected a new leader where the dead node led: until then the API says UNAVAILABLE).
+            created = await retry_unavailable(
+                lambda: stub.CreateWebhook(
+                    webhooks_pb2.CreateWebhookRequest(
+                        webhook=webhooks_pb2.Webhook(url=receiver.url)
+                    )
+                )
             )
+            listed = await retry_unavailable(
+                lambda: stub.ListWebhooks(webhooks_pb2.ListWebhooksRequest())
+            )
+            assert created.id in [w.id for w in listed.webhooks]
+            assert len(listed.webhooks) == 2
             assert await node_in_use(nats_cluster, f"nimbus-notifier {instance}") != node
     finally:
         await receiver.stop()
@@ -229,3 +253,54 @@ def test_every_service_takes_several_urls_and_a_replica_count(
     for wrong in ("0", "6"):
         with pytest.raises(ConfigError, match="between 1 and 5"):
             load(config_class, env={env_key: wrong}).validate()
+
+
+async def test_the_replicator_keeps_copying_across_a_failover(
+    nats_cluster: NatsCluster,
+    registry_factory: RegistryFactory,
+    http: aiohttp.ClientSession,
+    site: str,
+    tmp_path: Path,
+) -> None:
+    source = start_registry(registry_factory, nats_cluster, site)
+    peer_registry = registry_factory()
+    client, at_peer = OCIClient(http, source.url), OCIClient(http, peer_registry.url)
+    config, layer = Blob("application/vnd.oci.image.config.v1+json", b"{}"), make_blob(2048, seed=3)
+    await client.push_blobs("cluster/copied", [config, layer])
+    await node_in_use(nats_cluster, f"nimbus-registry-{site}")
+    replicator = ReplicatorProcess(
+        tmp_path,
+        nats_cluster.urls[0],
+        source.url,
+        site,
+        [*nats_args(nats_cluster)[2:], "--kv-replicas", "3"],
+    )
+
+    async def copied(tags: list[str]) -> None:
+        deadline = time.monotonic() + 60
+        for tag in tags:
+            while (await at_peer.manifest("cluster/copied", tag)).status != 200:
+                assert time.monotonic() < deadline, f"{tag} never reached the peer"
+                await asyncio.sleep(0.2)
+
+    try:
+        await asyncio.to_thread(replicator.start)
+        async with grpc.aio.insecure_channel(replicator.address) as channel:
+            api = replication_pb2_grpc.ReplicationStub(channel)
+            await retry_unavailable(lambda: api.CreatePeer(peer("b", peer_registry.url)))
+        peers_bucket = streams.site_bucket(streams.PEERS_BUCKET, site)
+        assert await stream_replicas(nats_cluster, f"KV_{peers_bucket}") == (3, 3)
+
+        manifests = image_manifests(config, layer, 6)
+        await push_series(client, "cluster/copied", manifests[:3], lambda i: None)
+        await copied(["v0", "v1", "v2"])
+
+        node = await node_in_use(nats_cluster, f"nimbus-replicator-{site}")
+        nats_cluster.nodes[node].kill()
+        for i, manifest in enumerate(manifests[3:], start=3):
+            reply = await put_manifest(client, "cluster/copied", f"v{i}", manifest, f"late-{i}")
+            assert reply.status == 201, reply.body
+        await copied(["v3", "v4", "v5"])
+        assert await node_in_use(nats_cluster, f"nimbus-replicator-{site}") != node
+    finally:
+        await asyncio.to_thread(replicator.stop)
