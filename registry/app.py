@@ -3,28 +3,34 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from nimbus.eventstream import StreamSettings
-from registry.api.auth import install as install_auth
 from registry.api.middleware import handle
 from registry.api.routes import add_routes
 from registry.api.state import METRICS, SERVICES
 from registry.config import RegistryConfig
-from registry.events.durable import DurableSink
-from registry.events.outbox import Outbox
-from registry.events.publisher import JetStreamPublisher
-from registry.events.schema import EventSource
 from registry.events.sink import EventSink
 from registry.metrics import RegistryMetrics
 from registry.services import Services
 from registry.storage.driver import StorageDriver
 from registry.storage.filesystem import FilesystemDriver
 
+if TYPE_CHECKING:
+    from registry.events.durable import DurableSink
+
+# NATS, auth and S3 client libraries load only when configured: they cost tens of MiB each.
+
 
 def event_sink(config: RegistryConfig, metrics: RegistryMetrics, worker: int = 0) -> DurableSink:
     """Events on NATS JetStream, with an outbox per worker process (each locks its own)."""
+    from nimbus.eventstream import StreamSettings
+    from registry.events.durable import DurableSink
+    from registry.events.outbox import Outbox
+    from registry.events.publisher import JetStreamPublisher
+    from registry.events.schema import EventSource
+
     ev = config.events
     outbox_root = Path(ev.outbox_dir) if ev.outbox_dir else Path(config.data_dir) / "_outbox"
     publisher = JetStreamPublisher(
@@ -76,7 +82,10 @@ def create_app(
     app[SERVICES] = services
     app[METRICS] = metrics
     add_routes(app)
-    install_auth(app, config)
+    if config.auth.enabled:
+        from registry.api.auth import install as install_auth
+
+        install_auth(app, config)
 
     async def open_driver(app: web.Application) -> None:
         await driver.open()

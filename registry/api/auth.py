@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from registry.api.request import ACTOR_KEY
+from registry.api.request import ACTOR_KEY, VISIBLE_KEY
 from registry.auth.scopes import RouteAccess, route_access
 from registry.auth.service import (
     ANONYMOUS,
@@ -37,15 +37,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 AUTH = web.AppKey("auth", AuthService)
 AUTH_CONFIG = web.AppKey("auth_config", AuthConfig)
 TOKEN_PATH = "/auth/token"
-_VISIBLE_KEY = "nimbus.catalog_visible"
 # How often an external issuer's certificates or JWKS are fetched again from a URL.
 EXTERNAL_KEYS_REFRESH = 300.0
-
-
-def catalog_filter(request: web.Request) -> Callable[[str], bool] | None:
-    """Which repositories the caller may see in `_catalog` (None: all of them)."""
-    visible: Callable[[str], bool] | None = request.get(_VISIBLE_KEY)
-    return visible
 
 
 def client_address(request: web.Request) -> str:
@@ -169,7 +162,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         raise OCIError(ErrorCode.DENIED, detail=_detail(route) or None)
     request[ACTOR_KEY] = identity.name
     if route.catalog:
-        request[_VISIBLE_KEY] = decision.visible
+        request[VISIBLE_KEY] = decision.visible
     if not decision.mount_allowed:
         # The caller may not read the mount source: upload without mounting, as the spec allows.
         kept = [(k, v) for k, v in request.query.items() if k != "from"]

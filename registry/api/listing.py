@@ -6,8 +6,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from registry.api.auth import catalog_filter
-from registry.api.request import query_value, repository_name
+from registry.api.request import catalog_filter, query_value, repository_name
 from registry.api.state import services
 from registry.services.repositories import Page, parse_page_size
 

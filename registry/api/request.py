@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -13,6 +13,14 @@ from registry.reference import validate_name
 REQUEST_ID_KEY = "nimbus.request_id"
 ACTOR_KEY = "nimbus.actor"
 ORIGIN_SITE_HEADER = "Nimbus-Origin-Site"
+# Set by authentication: which repositories the caller may see in `_catalog`.
+VISIBLE_KEY = "nimbus.catalog_visible"
+
+
+def catalog_filter(request: web.Request) -> Callable[[str], bool] | None:
+    """Which repositories the caller may see in `_catalog` (None: all of them)."""
+    visible: Callable[[str], bool] | None = request.get(VISIBLE_KEY)
+    return visible
 
 
 def repository_name(request: web.Request) -> str:
