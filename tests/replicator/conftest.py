@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from nimbus import streams
 from proto.nimbus.v1 import events_pb2, replication_pb2, replication_pb2_grpc
 from replicator.oci.client import RegistryClient
 from tests.fixtures.images import Image, ImageIndex, OCILayout
+from tests.fixtures.process import ChildProcess
 from tests.fixtures.registry import free_port
 
 
@@ -100,7 +100,7 @@ async def oci_client() -> AsyncIterator[ClientFactory]:
         await client.close()
 
 
-class ReplicatorProcess:
+class ReplicatorProcess(ChildProcess):
     """`nimbus replicator` in a child process, with short ack wait and backoff for tests."""
 
     def __init__(
@@ -126,8 +126,7 @@ class ReplicatorProcess:
             "1",
             *extra,
         ]
-        self.log_path = work_dir / f"replicator-{site}-{self.grpc_port}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(work_dir / f"replicator-{site}-{self.grpc_port}.log")
 
     @property
     def address(self) -> str:
@@ -135,45 +134,15 @@ class ReplicatorProcess:
 
     def start(self) -> ReplicatorProcess:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        log = open(self.log_path, "ab")
-        env = {**os.environ, "NIMBUS_WORKER_RETRY_INITIAL": "0.1"}
-        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=env)
-        log.close()
+        proc = self.spawn(self.args, {**os.environ, "NIMBUS_WORKER_RETRY_INITIAL": "0.1"})
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
+            if proc.poll() is not None:
                 raise RuntimeError(f"replicator exited: {self.log_text()[-2000:]}")
             if "replicator running" in self.log_text()[offset:]:
                 return self
             time.sleep(0.05)
         raise TimeoutError("replicator did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def peak_rss_kib(self) -> int:
-        """VmHWM: the highest resident set size the process has had."""
-        assert self.proc is not None
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-        raise RuntimeError("VmHWM not found")
 
 
 ReplicatorFactory = Callable[..., ReplicatorProcess]
