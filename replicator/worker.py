@@ -33,6 +33,7 @@ from tenacity import (
 )
 
 from nimbus import streams
+from nimbus.natsfetch import fetch_available
 from proto.nimbus.v1 import events_pb2
 from registry import mediatypes as mt
 from registry.api.request import ORIGIN_SITE_HEADER
@@ -208,7 +209,7 @@ class PeerWorker:
                 await self._room.wait_for(lambda: len(self._held) < self.settings.max_in_flight)
                 room = self.settings.max_in_flight - len(self._held)
             try:
-                msgs = await sub.fetch(room, timeout=self.settings.fetch_timeout)
+                msgs = await fetch_available(sub, room, self.settings.fetch_timeout)
             except asyncio.CancelledError:
                 raise
             except TimeoutError:
