@@ -8,8 +8,14 @@ reach a webhook in stream order, while other lanes (other webhooks, other reposi
 The event's message is acknowledged only once each of its deliveries has a final record
 (succeeded or dead-lettered) in the deliveries bucket; until then progress acks keep it from
 being handed to another replica. A replica that dies leaves its messages unacknowledged, so
-JetStream hands them out again after `ack_wait`; a redelivered message first looks up the
-records, so what was already delivered is not sent twice.
+JetStream hands them out again after `ack_wait`.
+
+Progress acks can come late (a replica starved of CPU, a message waiting long in its lane), so
+JetStream may hand a message to a second replica while the first still works on it. Hence a
+delivery is sent only under its claim in the deliveries bucket: taken atomically before the
+first attempt and renewed with the progress acks. A replica that finds another's claim sends
+nothing: it holds the message until the record is final (then acknowledges it), or takes the
+claim over once its owner has not renewed it for a whole lease (the owner died or lost NATS).
 """
 
 from __future__ import annotations
@@ -37,7 +43,14 @@ from tenacity import (
 from nimbus.streams import EVENTS_STREAM, EVENTS_SUBJECTS, NOTIFIER_CONSUMER
 from notifier import bodies, signing
 from notifier.config import NotifierConfig
-from notifier.deliveries import EXCERPT_CHARS, DeliveryStore, delivery_id
+from notifier.deliveries import (
+    EXCERPT_CHARS,
+    Claim,
+    Conflict,
+    DeliveryStore,
+    Rival,
+    delivery_id,
+)
 from notifier.errors import InvalidArgument, NotFound
 from notifier.filters import matches
 from notifier.receivers import Receiver, Receivers
@@ -50,6 +63,10 @@ log = logging.getLogger("nimbus.notifier.dispatcher")
 EVENT_TYPE_HEADER = "Nimbus-Event-Type"
 Status = webhooks_pb2.DeliveryStatus
 FINAL = (webhooks_pb2.DELIVERY_STATUS_SUCCEEDED, webhooks_pb2.DELIVERY_STATUS_DEAD)
+# A claim's lease, in ack waits: an owner is replaced only after renewing nothing this long.
+# Renewals go out with the progress acks, every third of an ack wait, so several in a row may be
+# late or lost first.
+LEASE_ACK_WAITS = 2
 
 
 class _Retry(Exception):
@@ -62,6 +79,11 @@ class _Retry(Exception):
 
 class _Expired(Exception):
     """The delivery reached its age limit while the receiver's circuit was open."""
+
+
+class _Lost(Exception):
+    """The claim may be gone (taken over, or not renewed in time) or the record changed under
+    it: look again before sending anything more."""
 
 
 class Tracker:
@@ -79,10 +101,18 @@ class Job:
     webhook_id: str
     event: events_pb2.Event
     tracker: Tracker
-    # The message was handed out before: records may already say how it went.
-    redelivered: bool
     # Bodies by format, rendered once for all the event's webhooks.
     renders: dict[int, tuple[bytes, str]]
+
+
+@dataclass(slots=True)
+class _Owned:
+    """A delivery this replica holds the claim of, with its record and the record's revision
+    (0 while not stored yet)."""
+
+    claim: Claim
+    record: webhooks_pb2.Delivery
+    revision: int
 
 
 def new_record(
@@ -142,6 +172,13 @@ class Dispatcher:
             initial=d.backoff_initial, max=d.backoff_max, jitter=d.backoff_initial
         )
         self._inflight: dict[int, Tracker] = {}
+        # Names this process in claims: a restarted replica is another owner than before.
+        self._owner = f"{config.instance}/{uuid.uuid4().hex[:8]}"
+        self._lease = LEASE_ACK_WAITS * config.consumer.ack_wait
+        # How often a replica waiting on another's claim looks again.
+        self._poll = min(1.0, config.consumer.ack_wait / 3)
+        # Claims held, by delivery id; renewed with the progress acks.
+        self._claims: dict[str, Claim] = {}
         self._lanes: dict[tuple[str, str], deque[Job]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._room = asyncio.Event()
@@ -215,6 +252,10 @@ class Dispatcher:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Released, the other replicas take these deliveries at once instead of after a lease.
+        claims = list(self._claims.values())
+        self._claims.clear()
+        await asyncio.gather(*(self._deliveries.release(claim) for claim in claims))
         for tracker in self._inflight.values():
             with contextlib.suppress(Exception):
                 await tracker.msg.nak()
@@ -224,9 +265,14 @@ class Dispatcher:
         interval = self._config.consumer.ack_wait / 3
         while True:
             await asyncio.sleep(interval)
+            renewing = asyncio.gather(
+                *(self._deliveries.renew(claim) for claim in list(self._claims.values())),
+                return_exceptions=True,  # NATS away: `Claim.live` stops new attempts meanwhile
+            )
             for tracker in list(self._inflight.values()):
                 with contextlib.suppress(Exception):
                     await tracker.msg.in_progress()
+            await renewing
 
     async def _dispatch(self, msg: Msg) -> None:
         meta = msg.metadata
@@ -247,10 +293,9 @@ class Dispatcher:
             return
         tracker = Tracker(msg, len(hooks))
         self._inflight[meta.sequence.stream] = tracker
-        redelivered = meta.num_delivered > 1
         renders: dict[int, tuple[bytes, str]] = {}
         for webhook in hooks:
-            job = Job(webhook.id, event, tracker, redelivered, renders)
+            job = Job(webhook.id, event, tracker, renders)
             self._enqueue(job, event.target.repository)
 
     def _enqueue(self, job: Job, repository: str) -> None:
@@ -307,18 +352,73 @@ class Dispatcher:
                 await asyncio.sleep(1)
 
     async def _deliver(self, job: Job) -> None:
-        webhook = self._current(job.webhook_id)
-        if webhook is None or not webhook.enabled:
-            return  # deleted or disabled since the event came: nothing is owed
-        ident = delivery_id(webhook.id, job.event.id)
-        record = None
-        if job.redelivered:
-            record = await self._deliveries.get_for(webhook.id, ident)
-            if record is not None and record.status in FINAL:
+        ident = delivery_id(job.webhook_id, job.event.id)
+        await self._settle(job, ident)
+        # Final, or nothing owed: the claim ends here. (After an error it is kept, and renewed,
+        # for the next try.)
+        self._claims.pop(ident, None)
+
+    async def _settle(self, job: Job, ident: str) -> None:
+        """Until the delivery has a final record: send it while holding its claim, or wait while
+        another replica holds it."""
+        rival: Rival | None = None
+        seen = 0.0
+        while True:
+            webhook = self._current(job.webhook_id)
+            if webhook is None or not webhook.enabled:
+                return  # deleted or disabled since the event came: nothing is owed
+            claim = self._claims.get(ident)
+            if claim is None or not claim.live():
+                got = await self._deliveries.claim(webhook.id, ident, self._owner, self._lease)
+                if isinstance(got, Rival):
+                    self._claims.pop(ident, None)  # ours no more, if it was
+                    claim = None
+                    record, _ = await self._deliveries.read(webhook.id, ident)
+                    if record is not None and record.status in FINAL:
+                        log.info(
+                            "delivery finished by another replica",
+                            extra={"delivery": ident, "owner": got.owner},
+                        )
+                        return
+                    # Its owner is alive as long as it renews (the revision moves); silent for
+                    # a whole lease, as this replica measures it, the delivery is ours to finish.
+                    now = time.monotonic()
+                    if rival is None or got.revision != rival.revision:
+                        if rival is None:
+                            log.info(
+                                "delivery claimed by another replica; waiting",
+                                extra={"delivery": ident, "owner": got.owner},
+                            )
+                        rival, seen = got, now
+                    elif now - seen >= got.lease:
+                        claim = await self._deliveries.take_over(got, self._owner, self._lease)
+                        if claim is not None:
+                            log.warning(
+                                "delivery taken over from a silent replica",
+                                extra={"delivery": ident, "owner": got.owner},
+                            )
+                    if claim is None:
+                        await asyncio.sleep(self._poll)
+                        continue
+                else:
+                    claim = got
+                self._claims[ident] = claim
+            if claim.fresh:
+                record, revision = None, 0  # never claimed before, so never recorded
+            else:
+                record, revision = await self._deliveries.read(webhook.id, ident)
+                if record is not None and record.status in FINAL:
+                    return
+            claim.fresh = False
+            if record is None:
+                record = new_record(webhook, job.event, ident, job.renders)
+            try:
+                await self._attempts(
+                    _Owned(claim, record, revision), job.event.timestamp.ToNanoseconds() / 1e9
+                )
                 return
-        if record is None:
-            record = new_record(webhook, job.event, ident, job.renders)
-        await self._attempts(record, job.event.timestamp.ToNanoseconds() / 1e9)
+            except _Lost:
+                rival = None
 
     def _current(self, webhook_id: str) -> webhooks_pb2.Webhook | None:
         for webhook in self._webhooks.cached():
@@ -334,8 +434,9 @@ class Dispatcher:
             return min(error.retry_after, self._config.delivery.retry_after_max)
         return float(self._backoff(state))
 
-    async def _attempts(self, record: webhooks_pb2.Delivery, event_time: float = 0.0) -> None:
+    async def _attempts(self, owned: _Owned, event_time: float = 0.0) -> None:
         d = self._config.delivery
+        record = owned.record
         # Age counts from the event (the push), however long it waited for its turn.
         born = record.created_at.ToNanoseconds() / 1e9
         if event_time:
@@ -359,11 +460,11 @@ class Dispatcher:
         try:
             async for attempt in retrying:
                 with attempt:
-                    await self._attempt(record, receiver, deadline)
+                    await self._attempt(owned, receiver, deadline)
         except (_Retry, _Expired):
             record.status = webhooks_pb2.DELIVERY_STATUS_DEAD
             record.updated_at.GetCurrentTime()
-            await self._deliveries.put(record)
+            await self._save(owned)
             log.warning(
                 "delivery dead-lettered",
                 extra={
@@ -373,13 +474,12 @@ class Dispatcher:
                 },
             )
 
-    async def _attempt(
-        self, record: webhooks_pb2.Delivery, receiver: Receiver, deadline: float
-    ) -> None:
+    async def _attempt(self, owned: _Owned, receiver: Receiver, deadline: float) -> None:
+        record = owned.record
         if not await receiver.breaker.admit(deadline):
             raise _Expired
         try:
-            outcome = await self._send(record, receiver)
+            outcome = await self._send(record, receiver, owned.claim)
         except BaseException:
             await asyncio.shield(receiver.breaker.release_probe())
             raise
@@ -392,24 +492,40 @@ class Dispatcher:
         )
         record.updated_at.GetCurrentTime()
         if outcome.succeeded or outcome.retryable:
-            await self._deliveries.put(record)
+            await self._save(owned)
         if outcome.retryable:
             raise _Retry(outcome.retry_after)
         if not outcome.succeeded:
             raise _Expired  # a 4xx that retrying will not change: dead-letter now
 
-    async def _send(self, record: webhooks_pb2.Delivery, receiver: Receiver) -> Outcome:
+    async def _save(self, owned: _Owned) -> None:
+        try:
+            owned.revision = await self._deliveries.write(owned.record, owned.revision)
+        except Conflict:
+            raise _Lost from None
+
+    async def _send(
+        self, record: webhooks_pb2.Delivery, receiver: Receiver, claim: Claim
+    ) -> Outcome:
         webhook = self._current(record.webhook_id)
         # The newest secrets sign every attempt, so a rotation applies to retries too.
         secrets = list(webhook.secrets) if webhook is not None else []
-        return await self._send_as(record, receiver, secrets)
+        return await self._send_as(record, receiver, secrets, claim)
 
     async def _send_as(
-        self, record: webhooks_pb2.Delivery, receiver: Receiver, secrets: list[str]
+        self,
+        record: webhooks_pb2.Delivery,
+        receiver: Receiver,
+        secrets: list[str],
+        claim: Claim | None = None,
     ) -> Outcome:
         headers = {h.name: h.value for h in record.request_headers}
         headers.update(signing.signed_headers(record.id, int(time.time()), record.body, secrets))
         async with receiver.slots:
+            # Checked last thing before sending (a slot may take long to come): only a claim
+            # renewed recently enough is sure not to be taken over meanwhile.
+            if claim is not None and not claim.live():
+                raise _Lost
             return await self._sender.send(
                 record.url, record.body, headers, number=len(record.attempts) + 1
             )
