@@ -1,8 +1,9 @@
 """A real webhook receiver: an aiohttp server on a loopback port that records every request.
 
 Its answers are scripted: a queue of statuses to give first (then `default_status`), or
-`hang` to accept requests and never answer. It can be started late, stopped and started again
-on the same port, to play a receiver that is down.
+`hang` to accept requests and never answer, or `hold()` to keep requests waiting until
+`release()` (`arrived` lists them as they come, answered or not). It can be started late,
+stopped and started again on the same port, to play a receiver that is down.
 """
 
 from __future__ import annotations
@@ -38,12 +39,15 @@ class Receiver:
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
         self.requests: list[Received] = []
+        self.arrived: list[Received] = []
         self.script: deque[int] = deque()
         self.default_status = 200
         self.extra_headers: dict[str, str] = {}
         self.hang = False
         self._runner: web.AppRunner | None = None
         self._changed = asyncio.Condition()
+        self._open = asyncio.Event()
+        self._open.set()
 
     @property
     def url(self) -> str:
@@ -56,6 +60,10 @@ class Receiver:
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
+        self.arrived.append(Received(dict(request.headers), body, 0, time.monotonic()))
+        async with self._changed:
+            self._changed.notify_all()
+        await self._open.wait()
         if self.hang:
             await asyncio.sleep(3600)
         status = self.script.popleft() if self.script else self.default_status
@@ -63,6 +71,13 @@ class Receiver:
         async with self._changed:
             self._changed.notify_all()
         return web.Response(status=status, text=f"answer {status}", headers=self.extra_headers)
+
+    def hold(self) -> None:
+        """Keep the requests that come from now on waiting for `release()`."""
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
 
     async def start(self) -> Receiver:
         app = web.Application()
@@ -99,3 +114,11 @@ class Receiver:
                 self._changed.wait_for(lambda: len(self.requests) >= count), within
             )
         return self.requests
+
+    async def wait_arrived(self, count: int, within: float = 30.0) -> list[Received]:
+        """Wait until `count` requests arrived, answered yet or not."""
+        async with self._changed:
+            await asyncio.wait_for(
+                self._changed.wait_for(lambda: len(self.arrived) >= count), within
+            )
+        return self.arrived
