@@ -28,7 +28,6 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 
-import nats.errors
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
@@ -40,6 +39,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from nimbus.natsfetch import fetch_available
 from nimbus.streams import EVENTS_STREAM, EVENTS_SUBJECTS, NOTIFIER_CONSUMER
 from notifier import bodies, signing
 from notifier.config import NotifierConfig
@@ -232,8 +232,8 @@ class Dispatcher:
                     await self._room.wait()
                     continue
                 try:
-                    msgs = await sub.fetch(min(batch, room), timeout=5)
-                except nats.errors.TimeoutError:
+                    msgs = await fetch_available(sub, min(batch, room), wait=5)
+                except TimeoutError:
                     continue
                 except Exception:
                     # NATS away or restarting: the client reconnects by itself; ask again soon.
