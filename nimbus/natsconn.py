@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from nats.aio.client import Client
+
+from nimbus.config import ConfigError
 
 log = logging.getLogger("nimbus.nats")
 
@@ -46,6 +49,53 @@ class NatsOptions:
         return bool(self.tls_ca or self.tls_cert) or any(
             s.startswith("tls://") for s in self.servers
         )
+
+
+@dataclass
+class NatsClientConfig:
+    """The NATS settings of every service's configuration: URLs, authentication and TLS.
+
+    Services inherit these fields, so they read alike everywhere (`nats`, `nats_creds`, ...,
+    `NIMBUS_NATS`, `NIMBUS_NATS_CREDS` ...).
+    """
+
+    nats: list[str] = field(default_factory=list)
+    # Authentication: a credentials file, a token, or a user and password (or none).
+    nats_creds: str = ""
+    nats_token: str = ""
+    nats_user: str = ""
+    nats_password: str = ""
+    # TLS: CA bundle to trust; client certificate and key for mutual TLS.
+    nats_tls_ca: str = ""
+    nats_tls_cert: str = ""
+    nats_tls_key: str = ""
+
+    def nats_options(self, name: str) -> NatsOptions:
+        return NatsOptions(
+            servers=list(self.nats),
+            name=name,
+            creds=self.nats_creds,
+            token=self.nats_token,
+            user=self.nats_user,
+            password=self.nats_password,
+            tls_ca=self.nats_tls_ca,
+            tls_cert=self.nats_tls_cert,
+            tls_key=self.nats_tls_key,
+        )
+
+    def validate_nats(self, prefix: str = "") -> None:
+        """Check the NATS settings; ``prefix`` names their section in messages."""
+        for url in self.nats:
+            if "://" not in url:
+                raise ConfigError(f"{prefix}nats: {url!r} is not a URL like nats://HOST:PORT")
+        if self.nats_tls_key and not self.nats_tls_cert:
+            raise ConfigError(f"{prefix}nats_tls_key: needs {prefix}nats_tls_cert")
+        if bool(self.nats_user) != bool(self.nats_password):
+            raise ConfigError(f"{prefix}nats_user and {prefix}nats_password: give both or neither")
+        for key in ("nats_creds", "nats_tls_ca", "nats_tls_cert", "nats_tls_key"):
+            path = getattr(self, key)
+            if path and not os.path.isfile(path):
+                raise ConfigError(f"{prefix}{key}: no such file {path!r}")
 
 
 def tls_context(options: NatsOptions) -> ssl.SSLContext | None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from nimbus.config import ConfigError, split_hostport
 from nimbus.grpcserver import GrpcServerConfig
 from nimbus.kvbucket import MAX_REPLICAS
+from nimbus.natsconn import NatsClientConfig
 
 
 @dataclass
@@ -48,15 +49,8 @@ class ConsumerConfig:
 
 
 @dataclass
-class NotifierConfig:
+class NotifierConfig(NatsClientConfig):
     nats: list[str] = field(default_factory=lambda: ["nats://127.0.0.1:4222"])
-    nats_creds: str = ""
-    nats_token: str = ""
-    nats_user: str = ""
-    nats_password: str = ""
-    nats_tls_ca: str = ""
-    nats_tls_cert: str = ""
-    nats_tls_key: str = ""
     # Copies a NATS cluster keeps of the webhooks and deliveries buckets (1 to 5).
     kv_replicas: int = 1
     grpc_listen: str = "127.0.0.1:50052"
@@ -74,13 +68,9 @@ class NotifierConfig:
     def validate(self) -> None:
         if not self.nats:
             raise ConfigError("nats: at least one NATS URL is needed")
-        for url in self.nats:
-            if "://" not in url:
-                raise ConfigError(f"nats: {url!r} is not a URL like nats://HOST:PORT")
+        self.validate_nats()
         if not 1 <= self.kv_replicas <= MAX_REPLICAS:
             raise ConfigError(f"kv_replicas: between 1 and {MAX_REPLICAS}")
-        if bool(self.nats_user) != bool(self.nats_password):
-            raise ConfigError("nats_user and nats_password: give both or neither")
         self.grpc.validate("grpc")
         split_hostport(self.grpc_listen, "grpc_listen")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):

@@ -9,7 +9,7 @@ import signal
 
 from nimbus import logs
 from nimbus.grpcserver import start_grpc_server
-from nimbus.natsconn import NatsOptions, connect
+from nimbus.natsconn import connect
 from notifier.api import WebhooksServicer
 from notifier.config import NotifierConfig
 from notifier.deliveries import DeliveryStore
@@ -24,27 +24,13 @@ SERVICE_NAME = "nimbus.v1.Webhooks"
 OPEN_WAIT = 5.0
 
 
-def nats_options(config: NotifierConfig) -> NatsOptions:
-    return NatsOptions(
-        servers=list(config.nats),
-        name=f"nimbus-notifier {config.instance}",
-        creds=config.nats_creds,
-        token=config.nats_token,
-        user=config.nats_user,
-        password=config.nats_password,
-        tls_ca=config.nats_tls_ca,
-        tls_cert=config.nats_tls_cert,
-        tls_key=config.nats_tls_key,
-    )
-
-
 async def serve(config: NotifierConfig) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    nc = await connect(nats_options(config))
+    nc = await connect(config.nats_options(f"nimbus-notifier {config.instance}"))
     js = nc.jetstream()
     webhooks = await WebhookStore.open(js, config.kv_replicas)
     deliveries = await DeliveryStore.open(js, config.deliveries_ttl, config.kv_replicas)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,7 +10,7 @@ from nimbus.config import ConfigError, split_hostport
 from nimbus.eventloop import LOOPS
 from nimbus.eventstream import StreamSettings
 from nimbus.grpcserver import GrpcServerConfig
-from nimbus.natsconn import NatsOptions
+from nimbus.natsconn import NatsClientConfig
 
 STORAGE_DRIVERS = ("filesystem", "s3")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -21,20 +20,10 @@ _STREAM = StreamSettings()
 
 
 @dataclass
-class EventsConfig:
+class EventsConfig(NatsClientConfig):
     """Publishing to NATS JetStream; off while `nats` is empty."""
 
-    nats: list[str] = field(default_factory=list)
     site: str = "local"
-    # Authentication: a credentials file, a token, or a user and password (or none).
-    nats_creds: str = ""
-    nats_token: str = ""
-    nats_user: str = ""
-    nats_password: str = ""
-    # TLS: CA bundle to trust; client certificate and key for mutual TLS.
-    nats_tls_ca: str = ""
-    nats_tls_cert: str = ""
-    nats_tls_key: str = ""
     # Retention of the event stream (0: unlimited).
     stream_max_age: float = _STREAM.max_age
     stream_max_bytes: int = _STREAM.max_bytes
@@ -56,25 +45,10 @@ class EventsConfig:
     def enabled(self) -> bool:
         return bool(self.nats)
 
-    def nats_options(self, name: str) -> NatsOptions:
-        return NatsOptions(
-            servers=list(self.nats),
-            name=name,
-            creds=self.nats_creds,
-            token=self.nats_token,
-            user=self.nats_user,
-            password=self.nats_password,
-            tls_ca=self.nats_tls_ca,
-            tls_cert=self.nats_tls_cert,
-            tls_key=self.nats_tls_key,
-        )
-
     def validate(self) -> None:
         if not self.site.replace("-", "").replace("_", "").isalnum():
             raise ConfigError("events.site: letters, digits, '-' and '_' only")
-        for url in self.nats:
-            if "://" not in url:
-                raise ConfigError(f"events.nats: {url!r} is not a URL like nats://HOST:PORT")
+        self.validate_nats("events.")
         if not 0 < self.publish_timeout <= 30:
             raise ConfigError("events.publish_timeout: seconds, above 0 and at most 30")
         if self.duplicate_window <= 0:
@@ -85,14 +59,6 @@ class EventsConfig:
             raise ConfigError("events.stream_max_*: 0 (unlimited) or more")
         if not 1 <= self.stream_replicas <= 5:
             raise ConfigError("events.stream_replicas: between 1 and 5")
-        if self.nats_tls_key and not self.nats_tls_cert:
-            raise ConfigError("events.nats_tls_key: needs events.nats_tls_cert")
-        if bool(self.nats_user) != bool(self.nats_password):
-            raise ConfigError("events.nats_user and events.nats_password: give both or neither")
-        for key in ("nats_creds", "nats_tls_ca", "nats_tls_cert", "nats_tls_key"):
-            path = getattr(self, key)
-            if path and not os.path.isfile(path):
-                raise ConfigError(f"events.{key}: no such file {path!r}")
 
 
 @dataclass

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from nimbus.config import ConfigError, split_hostport
 from nimbus.grpcserver import GrpcServerConfig
 from nimbus.kvbucket import MAX_REPLICAS
-from nimbus.natsconn import NatsOptions
+from nimbus.natsconn import NatsClientConfig
 from replicator.worker import WorkerSettings
 
 
@@ -44,15 +44,8 @@ class WorkerConfig:
 
 
 @dataclass
-class ReplicatorConfig:
+class ReplicatorConfig(NatsClientConfig):
     nats: list[str] = field(default_factory=lambda: ["nats://127.0.0.1:4222"])
-    nats_creds: str = ""
-    nats_token: str = ""
-    nats_user: str = ""
-    nats_password: str = ""
-    nats_tls_ca: str = ""
-    nats_tls_cert: str = ""
-    nats_tls_key: str = ""
     # Copies a NATS cluster keeps of the peers, failures and status buckets (1 to 5).
     kv_replicas: int = 1
     # This site: whose events are replicated (nimbus.events.<site>.>).
@@ -70,9 +63,7 @@ class ReplicatorConfig:
     def validate(self) -> None:
         if not self.nats:
             raise ConfigError("nats: at least one NATS URL is needed")
-        for url in self.nats:
-            if "://" not in url:
-                raise ConfigError(f"nats: {url!r} is not a URL like nats://HOST:PORT")
+        self.validate_nats()
         if not 1 <= self.kv_replicas <= MAX_REPLICAS:
             raise ConfigError(f"kv_replicas: between 1 and {MAX_REPLICAS}")
         if not self.site or not self.site.replace("-", "").replace("_", "").isalnum():
@@ -96,8 +87,6 @@ class ReplicatorConfig:
                 raise ConfigError(f"{key}: must be at least 1, got {count}")
         if not 0 < w.retry_initial <= w.retry_max:
             raise ConfigError("worker.retry_initial: above 0 and at most worker.retry_max")
-        if bool(self.nats_user) != bool(self.nats_password):
-            raise ConfigError("nats_user and nats_password: give both or neither")
         if not self.instance:
             self.instance = f"{socket.gethostname()}-{os.getpid()}"
         # The instance names a KV key token.
@@ -110,19 +99,6 @@ class ReplicatorConfig:
             admin_token=self.admin_token,
             tls_cert=self.grpc_tls_cert,
             tls_key=self.grpc_tls_key,
-        )
-
-    def nats_options(self) -> NatsOptions:
-        return NatsOptions(
-            servers=list(self.nats),
-            name=f"nimbus-replicator-{self.site}",
-            creds=self.nats_creds,
-            token=self.nats_token,
-            user=self.nats_user,
-            password=self.nats_password,
-            tls_ca=self.nats_tls_ca,
-            tls_cert=self.nats_tls_cert,
-            tls_key=self.nats_tls_key,
         )
 
     @property

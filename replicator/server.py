@@ -18,7 +18,7 @@ log = logging.getLogger("nimbus.replicator")
 
 
 async def serve(config: ReplicatorConfig) -> None:
-    nc = await connect(config.nats_options())
+    nc = await connect(config.nats_options(f"nimbus-replicator-{config.site}"))
     js = nc.jetstream()
     service = await open_service(config, js)
     await service.start()
