@@ -31,8 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ import nats
 
 from bench import servers
 from bench.registry import machine
+from bench.results import save, settings_of, value_table
 from nimbus import streams
 from proto.nimbus.v1 import events_pb2
 
@@ -386,30 +386,20 @@ def report(settings: Settings, results: Results, info: dict[str, Any]) -> str:
         f"of {settings.pushes} pushes per mode, {settings.concurrency} clients; "
         f"latency over {settings.latency_pushes} sequential pushes.",
         "",
-        "| metric | value |",
-        "| --- | ---: |",
+        *value_table(rows),
     ]
-    for label, value in rows:
-        text = f"{value:.2f}" if isinstance(value, float) else str(value)
-        lines.append(f"| {label} | {text} |")
     return "\n".join(lines)
 
 
 def write_json(settings: Settings, results: Results, info: dict[str, Any]) -> Path:
-    settings.results_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = settings.results_dir / f"events-{stamp}.json"
     doc = {
-        "benchmark": "events",
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": info,
-        "settings": {k: v for k, v in asdict(settings).items() if k not in ("results_dir", "keep")},
+        "settings": settings_of(settings),
         "summary": results.summary(),
         "batch_rates": results.rates,
         "outboxed": results.outboxed,
     }
-    path.write_text(json.dumps(doc, indent=2) + "\n")
-    return path
+    return save("events", settings.results_dir, doc)
 
 
 def main(argv: list[str]) -> int:

@@ -28,8 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ from aiohttp import web
 from bench import servers
 from bench.events import NatsServer, percentile
 from bench.registry import machine
+from bench.results import save, settings_of, value_table
 from nimbus import streams
 from proto.nimbus.v1 import events_pb2, webhooks_pb2, webhooks_pb2_grpc
 
@@ -411,7 +411,7 @@ async def _run(workdir: Path, settings: Settings) -> Results:
     notifier: Notifier | None = None
     try:
         nc = await nats.connect(nats_server.url)
-        from registry.events.publisher import StreamSettings
+        from nimbus.eventstream import StreamSettings
 
         # The registry would create it too; here the fan-out publishes before any registry.
         await nc.jetstream().add_stream(StreamSettings(0, 0, 0, 120).config())
@@ -471,28 +471,18 @@ def report(settings: Settings, results: Results, info: dict[str, Any]) -> str:
         f"{settings.pushes} manifest pushes at {settings.rate:.0f}/s; fan-out of "
         f"{settings.fanout_events} events to {settings.receivers} webhooks.",
         "",
-        "| metric | value |",
-        "| --- | ---: |",
+        *value_table(rows),
     ]
-    for label, value in rows:
-        text = f"{value:.2f}" if isinstance(value, float) else str(value)
-        lines.append(f"| {label} | {text} |")
     return "\n".join(lines)
 
 
 def write_json(settings: Settings, results: Results, info: dict[str, Any]) -> Path:
-    settings.results_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = settings.results_dir / f"notifier-{stamp}.json"
     doc = {
-        "benchmark": "notifier",
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": info,
-        "settings": {k: v for k, v in asdict(settings).items() if k not in ("results_dir", "keep")},
+        "settings": settings_of(settings),
         "summary": results.summary(),
     }
-    path.write_text(json.dumps(doc, indent=2) + "\n")
-    return path
+    return save("notifier", settings.results_dir, doc)
 
 
 def main(argv: list[str]) -> int:

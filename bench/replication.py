@@ -24,8 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from bench import servers
 from bench.events import NatsServer
 from bench.image import MIB, write_layout
 from bench.registry import _skopeo, machine
+from bench.results import save, settings_of
 from proto.nimbus.v1 import replication_pb2, replication_pb2_grpc
 from replicator.oci.client import RegistryClient
 
@@ -342,21 +342,15 @@ def report(settings: Settings, results: Results) -> str:
 
 
 def write_json(settings: Settings, results: Results, info: dict[str, Any]) -> Path:
-    settings.results_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = settings.results_dir / f"replication-{stamp}.json"
     doc = {
-        "benchmark": "replication",
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": info,
-        "settings": {k: v for k, v in asdict(settings).items() if k not in ("results_dir", "keep")},
+        "settings": settings_of(settings),
         "summary": results.summary(),
         "lags_ms": [round(x * 1000, 2) for x in results.lags],
         "replication_seconds": results.replication_seconds,
         "direct_seconds": results.direct_seconds,
     }
-    path.write_text(json.dumps(doc, indent=2) + "\n")
-    return path
+    return save("replication", settings.results_dir, doc)
 
 
 def main(argv: list[str]) -> int:
