@@ -92,3 +92,26 @@ def test_configuration_errors_name_the_key_and_its_source(tmp_path: Path) -> Non
     assert "catalog_page_size" in message and "environment" in message
     config.write_text("events: [not, a, section]\n")
     assert "expected a section" in _start_refused(["--config", str(config)])
+
+
+async def test_workers_share_the_port_and_read_their_own_writes(registry_factory) -> None:
+    """With several processes on one port, a read right after a retag sees the new digest."""
+    import aiohttp
+
+    reg = registry_factory(extra_args=["--workers", "2"])
+    first, second = make_image((64,), seed=91), make_image((64,), seed=92)
+    # A new connection per request, so the kernel spreads them over both workers.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+        client = OCIClient(http, reg.url)
+        await client.push_image("workers/app", first, "one")
+        await client.push_image("workers/app", second, "two")
+        workers = set()
+        for i in range(40):
+            image = (first, second)[i % 2]
+            reply = await client.put_manifest("workers/app", "latest", image.manifest)
+            assert reply.status == 201
+            got = await client.manifest("workers/app", "latest")
+            assert got.headers["Docker-Content-Digest"] == image.digest, f"stale read at {i}"
+            # Request ids start with a prefix each process draws at random.
+            workers.add(got.headers["X-Request-Id"][:12])
+    assert len(workers) == 2, "one worker answered everything: the test proved nothing"
