@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from nimbus.config import load
+from nimbus.serviceflags import add_grpc_arguments, add_nats_arguments, grpc_flags, nats_flags
 from registry.config import RegistryConfig
 
 
@@ -16,15 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, help="processes sharing the port (1)")
     parser.add_argument("--log-level", help="debug, info, warning or error")
     events = parser.add_argument_group("events (off without --nats)")
-    events.add_argument("--nats", action="append", help="NATS URL; repeat for a cluster")
+    add_nats_arguments(events)
     events.add_argument("--site", help="this site's name in events and subjects (local)")
-    events.add_argument("--nats-creds", help="NATS credentials file (user JWT and NKey seed)")
-    events.add_argument("--nats-token", help="NATS authentication token")
-    events.add_argument("--nats-user", help="NATS user (with --nats-password)")
-    events.add_argument("--nats-password", help="NATS password")
-    events.add_argument("--nats-tls-ca", help="CA bundle to verify the NATS servers with")
-    events.add_argument("--nats-tls-cert", help="client certificate for mutual TLS")
-    events.add_argument("--nats-tls-key", help="key of the client certificate")
     events.add_argument(
         "--stream-replicas",
         type=int,
@@ -49,10 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="emit manifest pulls (off)",
     )
     admin = parser.add_argument_group("gRPC admin API")
-    admin.add_argument("--grpc-listen", help='HOST:PORT of the admin API (127.0.0.1:50051; "" off)')
-    admin.add_argument("--admin-token", help="bearer token every gRPC call must carry")
-    admin.add_argument("--grpc-tls-cert", help="PEM certificate: serve gRPC over TLS")
-    admin.add_argument("--grpc-tls-key", help="PEM key of --grpc-tls-cert")
+    add_grpc_arguments(admin, "admin", '127.0.0.1:50051; "" off')
     admin.add_argument("--gc-grace", type=float, help="seconds unreferenced blobs are kept (3600)")
     admin.add_argument(
         "--gc-upload-max-age", type=float, help="seconds before idle uploads are removed (86400)"
@@ -103,15 +94,8 @@ def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
 
 def flags(args: argparse.Namespace) -> dict[str, Any]:
     events: dict[str, Any] = {
-        "nats": args.nats,
+        **nats_flags(args),
         "site": args.site,
-        "nats_creds": args.nats_creds,
-        "nats_token": args.nats_token,
-        "nats_user": args.nats_user,
-        "nats_password": args.nats_password,
-        "nats_tls_ca": args.nats_tls_ca,
-        "nats_tls_cert": args.nats_tls_cert,
-        "nats_tls_key": args.nats_tls_key,
         "stream_replicas": args.stream_replicas,
         "publish_timeout": args.publish_timeout,
         "outbox_dir": args.outbox_dir,
@@ -123,10 +107,7 @@ def flags(args: argparse.Namespace) -> dict[str, Any]:
         "data_dir": args.data_dir,
         "workers": args.workers,
         "log_level": args.log_level,
-        "grpc_listen": args.grpc_listen,
-        "admin_token": args.admin_token,
-        "grpc_tls_cert": args.grpc_tls_cert,
-        "grpc_tls_key": args.grpc_tls_key,
+        **grpc_flags(args),
         "gc_grace": args.gc_grace,
         "gc_upload_max_age": args.gc_upload_max_age,
         "events": {k: v for k, v in events.items() if v is not None},
