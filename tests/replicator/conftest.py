@@ -103,6 +103,8 @@ async def oci_client() -> AsyncIterator[ClientFactory]:
 class ReplicatorProcess(ChildProcess):
     """`nimbus replicator` in a child process, with short ack wait and backoff for tests."""
 
+    stop_timeout = 15.0
+
     def __init__(
         self, work_dir: Path, nats_url: str, registry_url: str, site: str, extra: list[str]
     ) -> None:
