@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from functools import wraps
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
 
 import grpc
 import nats.errors
 from nats.js import JetStreamContext
 
+from nimbus.grpcerrors import Context, error_mapper
 from notifier.deliveries import DeliveryStore
 from notifier.dispatcher import Dispatcher
 from notifier.errors import InvalidArgument, NotFound, NotifierError
 from notifier.watch import EventWatch
 from notifier.webhooks import WebhookService
 from proto.nimbus.v1 import events_pb2, webhooks_pb2, webhooks_pb2_grpc
-
-R = TypeVar("R")
-Context = Any  # grpc.aio.ServicerContext; grpc ships no type information
 
 _CODES: list[tuple[type[Exception], grpc.StatusCode]] = [
     (NotFound, grpc.StatusCode.NOT_FOUND),
@@ -28,19 +24,7 @@ _CODES: list[tuple[type[Exception], grpc.StatusCode]] = [
 ]
 
 
-def _mapped(
-    method: Callable[[Any, Any, Context], Awaitable[R]],
-) -> Callable[[Any, Any, Context], Awaitable[R]]:
-    @wraps(method)
-    async def call(self: Any, request: Any, context: Context) -> R:
-        try:
-            return await method(self, request, context)
-        except tuple(cls for cls, _ in _CODES) as error:
-            code = next(code for cls, code in _CODES if isinstance(error, cls))
-            await context.abort(code, str(error) or type(error).__name__)
-            raise  # abort raises; this keeps the type checker sure
-
-    return call
+_mapped = error_mapper(_CODES)
 
 
 class WebhooksServicer(webhooks_pb2_grpc.WebhooksServicer):  # type: ignore[misc]

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from functools import wraps
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Sequence
+from typing import TypeVar
 
 import aiohttp
 import grpc
 import nats.errors
-from google.protobuf.timestamp_pb2 import Timestamp
 
+from nimbus.grpcerrors import Context, error_mapper
+from nimbus.timestamps import timestamp
 from proto.nimbus.v1 import replication_pb2, replication_pb2_grpc
 from replicator.failures import Failure
 from replicator.oci.errors import RegistryError
@@ -18,9 +18,7 @@ from replicator.peers import Peer, PeerError, PeerExistsError, PeerNotFoundError
 from replicator.rules import Rule
 from replicator.service import ReplicationService
 
-R = TypeVar("R")
 T = TypeVar("T")
-Context = Any  # grpc.aio.ServicerContext; grpc ships no type information
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -47,27 +45,7 @@ def _message(error: Exception) -> str:
     return str(error) or type(error).__name__
 
 
-def _mapped(
-    method: Callable[[Any, Any, Context], Awaitable[R]],
-) -> Callable[[Any, Any, Context], Awaitable[R]]:
-    @wraps(method)
-    async def call(self: Any, request: Any, context: Context) -> R:
-        try:
-            return await method(self, request, context)
-        except tuple(cls for cls, _ in _CODES) as error:
-            code = next(code for cls, code in _CODES if isinstance(error, cls))
-            await context.abort(code, _message(error))
-            raise  # abort raises; this keeps the type checker sure
-
-    return call
-
-
-def _timestamp(seconds: float) -> Timestamp | None:
-    if seconds <= 0:
-        return None
-    stamp = Timestamp()
-    stamp.FromNanoseconds(int(seconds * 1e9))
-    return stamp
+_mapped = error_mapper(_CODES, _message)
 
 
 def _page(items: Sequence[T], page_size: int, page_token: str) -> tuple[Sequence[T], str]:
@@ -181,8 +159,8 @@ def failure_to_proto(failure: Failure) -> replication_pb2.Failure:
         action=failure.action,
         reason=failure.reason,
         attempts=failure.attempts,
-        first_failed=_timestamp(failure.first_failed),
-        last_failed=_timestamp(failure.last_failed),
+        first_failed=timestamp(failure.first_failed),
+        last_failed=timestamp(failure.last_failed),
     )
 
 
@@ -239,9 +217,9 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):  # type: ig
                     peer=s.peer,
                     backlog=s.backlog,
                     in_flight=s.in_flight,
-                    last_success=_timestamp(s.counters.last_success),
+                    last_success=timestamp(s.counters.last_success),
                     last_success_change=s.counters.last_success_what,
-                    last_error=_timestamp(s.counters.last_error),
+                    last_error=timestamp(s.counters.last_error),
                     last_error_reason=s.counters.last_error_reason,
                     bytes_copied=s.counters.bytes_copied,
                     images_copied=s.counters.images_copied,

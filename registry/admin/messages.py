@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from nimbus.timestamps import timestamp
 from proto.nimbus.v1 import registry_pb2 as pb
 from registry.services.gc import GcItem, GcProgress, GcStats
 from registry.services.inventory import (
@@ -20,10 +21,6 @@ def _timestamp_ns(ns: int) -> Timestamp:
     stamp = Timestamp()
     stamp.FromNanoseconds(ns)
     return stamp
-
-
-def _timestamp(seconds: float) -> Timestamp | None:
-    return _timestamp_ns(int(seconds * 1e9)) if seconds else None
 
 
 def repository(item: RepositorySummary) -> pb.Repository:
@@ -93,8 +90,8 @@ def gc_stats(item: GcStats) -> pb.GarbageCollectStats:
         bytes_freed=item.bytes_freed,
         manifests_deleted=item.manifests_deleted,
         uploads_deleted=item.uploads_deleted,
-        started=_timestamp(item.started),
-        finished=_timestamp(item.finished),
+        started=timestamp(item.started),
+        finished=timestamp(item.finished),
     )
 
 
