@@ -79,14 +79,14 @@ async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not response.prepared:
         response.headers.setdefault(REQUEST_ID_HEADER, request_id)
         response.headers.setdefault("Docker-Distribution-API-Version", "registry/2.0")
-    metrics = request.app[METRICS]
-    elapsed = time.perf_counter() - started
-    metrics.requests.labels(route, request.method, str(response.status)).inc()
-    metrics.latency.labels(route, request.method).observe(elapsed)
-    if request.content_length:
-        metrics.bytes_in.inc(request.content_length)
-    if response.content_length:
-        metrics.bytes_out.inc(response.content_length)
+    request.app[METRICS].observe_request(
+        route,
+        request.method,
+        response.status,
+        time.perf_counter() - started,
+        request.content_length or 0,
+        response.content_length or 0,
+    )
     return response
 
 
