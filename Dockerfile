@@ -3,13 +3,17 @@ FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml uv.lock README.md ./
 COPY nimbus ./nimbus
 COPY registry ./registry
 COPY replicator ./replicator
 COPY notifier ./notifier
 COPY proto ./proto
-RUN pip install --no-cache-dir . && useradd --system --uid 10001 nimbus \
+# Exactly the runtime set of uv.lock (no test or lint extras), into its own environment.
+ENV UV_PROJECT_ENVIRONMENT=/opt/nimbus PATH=/opt/nimbus/bin:$PATH
+RUN pip install --no-cache-dir uv==0.13.8 \
+    && uv sync --frozen --no-editable --no-cache --compile-bytecode \
+    && pip uninstall --yes uv && useradd --system --uid 10001 nimbus \
     && mkdir -p /data && chown nimbus /data
 USER nimbus
 VOLUME ["/data"]

@@ -5,15 +5,24 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP  := $(VENV)/.installed
 
-.PHONY: install up test test-deps bench bench-deps lint proto clean
+.PHONY: install lock up test test-deps bench bench-deps lint proto fresh-clone-check clean
 
-$(STAMP): pyproject.toml
+# Every install comes from uv.lock, exactly: the versions a fresh clone gets are the ones
+# tested here. `make lock` is the one way the lock changes.
+UV_VERSION := 0.13.8
+UV         := UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv
+
+$(STAMP): pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	test -x $(BIN)/uv || $(BIN)/pip install --quiet uv==$(UV_VERSION)
+	$(UV) sync --frozen --extra dev --quiet
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Re-resolve every dependency to today's newest allowed release; then `make proto`, and commit both.
+lock: install
+	$(BIN)/uv lock --upgrade
 
 # The whole system on this machine; two sites: make up UP_ARGS="--sites 2".
 up: install
