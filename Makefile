@@ -28,11 +28,13 @@ lock: install
 up: install
 	$(BIN)/nimbus up $(UP_ARGS)
 
-# Debian's skopeo (a real client) and docker-registry (CNCF Distribution, the reference peer).
+# Debian's skopeo (a real client), docker-registry (CNCF Distribution, the reference peer) and
+# docker.io (the Docker engine: the classic docker push/pull workflow is tested for real).
 test-deps: install
 	@missing=""; \
 	command -v skopeo >/dev/null || missing="$$missing skopeo"; \
 	command -v docker-registry >/dev/null || missing="$$missing docker-registry"; \
+	command -v dockerd >/dev/null || missing="$$missing docker.io"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
