@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from urllib.parse import unquote
 
 from aiohttp import web
 
@@ -80,5 +81,13 @@ async def read_limited(request: web.Request, limit: int) -> bytes:
 
 
 def query_value(request: web.Request, key: str) -> str | None:
-    value = request.query.get(key)
-    return value if value else None
+    """A query parameter, the first if repeated (as Distribution reads it), or None if empty.
+
+    No value of this API (digests, media types, names) holds a space, so `+` stays `+`
+    rather than form-decoding to a space: clients differ in whether they percent-encode it.
+    """
+    for pair in request.rel_url.raw_query_string.split("&"):
+        raw_key, _, raw_value = pair.partition("=")
+        if unquote(raw_key) == key:
+            return unquote(raw_value) or None
+    return None

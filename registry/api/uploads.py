@@ -72,20 +72,31 @@ async def start_upload(request: web.Request) -> web.Response:
     return _session(await svc.uploads.start(name), 202)
 
 
+def _content_range(request: web.Request) -> tuple[int, int] | None:
+    raw = request.headers.get("Content-Range")
+    return parse_content_range(raw) if raw else None
+
+
+async def _add_position(request: web.Request, name: str, error: OCIError) -> None:
+    """A refused range tells the client where the upload really is, so it can resume."""
+    if error.error is ErrorCode.RANGE_INVALID:
+        status = await services(request).uploads.status(name, request.match_info["uuid"])
+        error.headers = _session_headers(status)
+
+
 async def patch_upload(request: web.Request) -> web.Response:
     name = repository_name(request)
-    raw_range = request.headers.get("Content-Range")
-    content_range = parse_content_range(raw_range) if raw_range else None
-    uploads = services(request).uploads
-    upload_id = request.match_info["uuid"]
+    content_range = _content_range(request)
     try:
-        status = await uploads.append(
-            name, upload_id, body_stream(request), content_range, content_length(request)
+        status = await services(request).uploads.append(
+            name,
+            request.match_info["uuid"],
+            body_stream(request),
+            content_range,
+            content_length(request),
         )
     except OCIError as error:
-        if error.error is ErrorCode.RANGE_INVALID:
-            # Tell the client where the upload really is, so it can resume from there.
-            error.headers = _session_headers(await uploads.status(name, upload_id))
+        await _add_position(request, name, error)
         raise
     return _session(status, 202)
 
@@ -97,9 +108,20 @@ async def put_upload(request: web.Request) -> web.Response:
         raise OCIError(ErrorCode.DIGEST_INVALID, "the digest query parameter is required")
     digest = Digest.parse(digest_raw)
     body = body_stream(request) if has_body(request) else None
-    info = await services(request).uploads.complete(
-        name, request.match_info["uuid"], digest, body, context(request), content_length(request)
-    )
+    content_range = _content_range(request) if body is not None else None
+    try:
+        info = await services(request).uploads.complete(
+            name,
+            request.match_info["uuid"],
+            digest,
+            body,
+            context(request),
+            content_length(request),
+            content_range,
+        )
+    except OCIError as error:
+        await _add_position(request, name, error)
+        raise
     return _created(name, info)
 
 

@@ -12,7 +12,7 @@ from registry import mediatypes as mt
 from registry.context import RequestContext
 from registry.errors import ErrorCode, OCIError
 from registry.events.sink import Action, EventSink, NullSink, RegistryEvent
-from registry.reference import Digest, is_digest, validate_tag
+from registry.reference import Digest, is_digest, is_tag, validate_tag
 from registry.services.blobs import BlobService
 from registry.storage import paths
 from registry.storage.driver import PathNotFoundError, StorageDriver
@@ -197,7 +197,14 @@ class ManifestService:
         cached = self._tags.get(key)
         if cached is not None:
             return Digest.parse(cached)
-        validate_tag(reference)
+        if not is_tag(reference):
+            # Reading a name no tag can have finds nothing: 404, as Distribution and the
+            # conformance suite expect (only a PUT or DELETE of it is a client error).
+            raise OCIError(
+                ErrorCode.MANIFEST_UNKNOWN,
+                "no such manifest: the reference is neither a valid tag nor a digest",
+                detail={"reference": reference},
+            )
         try:
             raw = await self.driver.get_content(paths.tag_link(name, reference))
         except PathNotFoundError:

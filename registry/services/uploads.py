@@ -175,9 +175,14 @@ class UploadService:
         body: AsyncIterator[bytes] | None,
         ctx: RequestContext,
         content_length: int | None = None,
+        content_range: tuple[int, int] | None = None,
     ) -> BlobInfo:
+        """Finish an upload, with its last chunk if a body comes. A last chunk that does not
+        follow on is refused like a PATCH of it (416), and the session stays open."""
         async with self._lock(upload_id):
-            return await self._complete(name, upload_id, digest, body, ctx, content_length)
+            return await self._complete(
+                name, upload_id, digest, body, ctx, content_length, content_range
+            )
 
     async def _complete(
         self,
@@ -187,11 +192,12 @@ class UploadService:
         body: AsyncIterator[bytes] | None,
         ctx: RequestContext,
         content_length: int | None,
+        content_range: tuple[int, int] | None,
     ) -> BlobInfo:
         started = time.monotonic()
         status = await self.status(name, upload_id)
         if body is not None:
-            status = await self._append(name, upload_id, body, None, content_length)
+            status = await self._append(name, upload_id, body, content_range, content_length)
         data_path = paths.upload_data(name, upload_id)
         # Commit before hashing: an object store reads a file's bytes only once committed (and
         # committing a file no chunk reached makes it, empty).

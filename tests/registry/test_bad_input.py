@@ -11,7 +11,14 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.images import OCI_MANIFEST, Blob, make_blob, make_image, sha256
+from tests.fixtures.images import (
+    OCI_MANIFEST,
+    Blob,
+    make_artifact,
+    make_blob,
+    make_image,
+    sha256,
+)
 from tests.fixtures.registry import RegistryProcess
 from tests.registry.oci_client import (
     OCIClient,
@@ -566,3 +573,96 @@ async def test_methods_an_endpoint_does_not_have(
         reply = await client.request(method, path)
         reply.expect_error(405, "UNSUPPORTED")
         assert {m.strip() for m in reply.headers["Allow"].split(",")} >= allowed, path
+
+
+# -- references that no tag can be ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("reference", [".INVALID_MANIFEST_NAME", "-dash", "x" * 129, "a%2Fb"])
+async def test_reading_an_impossible_tag_finds_nothing(
+    client: OCIClient, repo: str, reference: str, store: Store
+) -> None:
+    # A name no tag can have is not there: 404 on reads, as Distribution and the spec's suite.
+    await client.push_blob(repo, b"seed")
+    before = store.snapshot()
+    (await client.manifest(repo, reference)).expect_error(404, "MANIFEST_UNKNOWN")
+    head = await client.request("HEAD", f"/v2/{repo}/manifests/{reference}")
+    assert head.status == 404
+    # Deleting it is a malformed request, as a PUT of it is.
+    reply = await client.request("DELETE", f"/v2/{repo}/manifests/{reference}")
+    reply.expect_error(400, "TAG_INVALID")
+    assert store.snapshot() == before
+
+
+# -- the last chunk of an upload ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("first", [0, 50, 101, 200])
+async def test_final_chunk_out_of_order_keeps_the_session(
+    client: OCIClient, repo: str, store: Store, first: int
+) -> None:
+    head, tail = b"a" * 100, b"b" * 10
+    digest = sha256(head + tail)
+    location = await _open_session(client, repo, head)
+    before = store.snapshot()
+    reply = await client.request(
+        "PUT",
+        f"{location}?digest={digest}",
+        data=tail,
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Content-Range": f"{first}-{first + len(tail) - 1}",
+        },
+    )
+    reply.expect_error(416, "RANGE_INVALID")
+    assert reply.headers["Range"] == "0-99"
+    assert store.snapshot() == before
+    # The session is where it was: the right last chunk completes it.
+    reply = await client.request(
+        "PUT",
+        f"{location}?digest={digest}",
+        data=tail,
+        headers={"Content-Type": "application/octet-stream", "Content-Range": "100-109"},
+    )
+    assert reply.status == 201, reply.body
+    assert (await client.blob(repo, digest)).body == head + tail
+
+
+# -- query strings as clients encode them ---------------------------------------------------
+
+SBOM_JSON = "application/vnd.example.sbom.v1+json"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "artifactType=application/vnd.example.sbom.v1+json",
+        "artifactType=application%2Fvnd.example.sbom.v1%2Bjson",
+        "artifactType=application/vnd.example.sbom.v1%2bjson",
+        # Repeated: the first counts, as Distribution reads a query.
+        "artifactType=application/vnd.example.sbom.v1+json&artifactType=other/x",
+    ],
+)
+async def test_referrers_filter_however_the_plus_is_encoded(
+    client: OCIClient, repo: str, query: str
+) -> None:
+    image = make_image((10,), seed=75)
+    await client.push_image(repo, image)
+    sbom = make_artifact(image.manifest, SBOM_JSON, b"sbom")
+    signature = make_artifact(image.manifest, "application/vnd.example.sig.v1", b"sig")
+    for artifact in (sbom, signature):
+        await client.push_image(repo, artifact)
+    reply = await client.request("GET", f"/v2/{repo}/referrers/{image.digest}?{query}")
+    assert reply.status == 200, reply.body
+    assert reply.headers["OCI-Filters-Applied"] == "artifactType"
+    assert [d["digest"] for d in reply.json()["manifests"]] == [sbom.digest]
+
+
+async def test_mount_with_an_encoded_digest(client: OCIClient, repo: str) -> None:
+    digest = await client.push_blob(repo, b"mounted through a %3A")
+    target = f"{repo}-mount"
+    reply = await client.request(
+        "POST", f"/v2/{target}/blobs/uploads/?mount={digest.replace(':', '%3A')}&from={repo}"
+    )
+    assert reply.status == 201, reply.body
+    assert reply.headers["Docker-Content-Digest"] == digest
