@@ -13,12 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import bcrypt
 import pytest
 import yaml
 
 from tests.fixtures.images import OCILayout, make_image, write_oci_layout
 from tests.fixtures.registry import RegistryProcess
+from tests.fixtures.users import write_htpasswd
 
 USERS = {"alice": "alice-Pa55word!", "bob": "bob-Pa55word!", "carol": "carol-Pa55word!"}
 GROUPS = {"devs": ["bob"]}
@@ -29,16 +29,6 @@ ACCESS: list[dict[str, Any]] = [
     {"repositories": ["public/**"], "users": ["alice"], "actions": ["pull", "push"]},
     {"repositories": ["public/**"], "anonymous": True, "actions": ["pull"]},
 ]
-
-
-def write_htpasswd(path: Path, users: dict[str, str]) -> Path:
-    """What `htpasswd -B` writes: `user:$2y$<cost>$...`, one line per user."""
-    lines = []
-    for user, password in users.items():
-        hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(5)).decode()
-        lines.append(f"{user}:{hashed.replace('$2b$', '$2y$', 1)}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def write_config(directory: Path, **auth: Any) -> Path:
