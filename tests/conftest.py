@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.distribution",
     "tests.fixtures.s3",
     "tests.fixtures.notifier",
+    "tests.fixtures.docker",
 ]
