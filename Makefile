@@ -59,5 +59,9 @@ lint: install
 proto: install
 	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --grpc_python_out=. --pyi_out=. proto/nimbus/v1/*.proto
 
+# A fresh clone of HEAD with empty caches runs `make test`: run it before a change lands.
+fresh-clone-check:
+	.ci/fresh-clone-check
+
 clean:
 	rm -rf $(VENV) build *.egg-info

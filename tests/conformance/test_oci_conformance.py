@@ -1,9 +1,10 @@
 """The official OCI distribution-spec conformance suites, run against Nimbus on each storage
 driver: 0 failed, and every check the suite runs passed.
 
-The suites are prebuilt programs kept outside the repository (`OCI_CONFORMANCE_DIR`, by default
-`../shared/oci-conformance` beside the checkout, one folder per suite with its `run.sh`); where
-they are absent the tests are skipped and say so.
+The suites are prebuilt programs kept outside the repository, one folder per suite with its
+`run.sh`: `OCI_CONFORMANCE_DIR` when set, else `../shared/oci-conformance` beside the checkout
+(or beside the local repository it was cloned from). Where they are absent the tests are
+skipped and say so.
 """
 
 from __future__ import annotations
@@ -20,7 +21,25 @@ from tests.fixtures.registry import RegistryFactory
 from tests.fixtures.users import write_htpasswd
 
 ROOT = Path(__file__).resolve().parents[2]
-SUITES_DIR = Path(os.environ.get("OCI_CONFORMANCE_DIR", ROOT.parent / "shared" / "oci-conformance"))
+BESIDE = Path("..", "shared", "oci-conformance")
+
+
+def suites_dir() -> Path:
+    if os.environ.get("OCI_CONFORMANCE_DIR"):
+        return Path(os.environ["OCI_CONFORMANCE_DIR"])
+    candidates = [ROOT / BESIDE]
+    origin = subprocess.run(
+        ["git", "-C", str(ROOT), "config", "--get", "remote.origin.url"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    origin = origin.removeprefix("file://")
+    if origin and Path(origin).is_dir():
+        candidates.append(Path(origin) / BESIDE)
+    return next((c for c in candidates if c.is_dir()), candidates[0]).resolve()
+
+
+SUITES_DIR = suites_dir()
 
 
 @dataclass(frozen=True)
