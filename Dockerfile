@@ -12,7 +12,7 @@ COPY proto ./proto
 # Exactly the runtime set of uv.lock (no test or lint extras), into its own environment.
 ENV UV_PROJECT_ENVIRONMENT=/opt/nimbus PATH=/opt/nimbus/bin:$PATH
 RUN pip install --no-cache-dir uv==0.13.8 \
-    && uv sync --frozen --no-editable --no-cache --compile-bytecode \
+    && uv sync --locked --no-editable --no-cache --compile-bytecode \
     && pip uninstall --yes uv && useradd --system --uid 10001 nimbus \
     && mkdir -p /data && chown nimbus /data
 USER nimbus

@@ -15,7 +15,7 @@ UV         := UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv
 $(STAMP): pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	test -x $(BIN)/uv || $(BIN)/pip install --quiet uv==$(UV_VERSION)
-	$(UV) sync --frozen --extra dev --quiet
+	$(UV) sync --locked --extra dev --quiet
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -66,5 +66,5 @@ def test_generated_grpc_code_names_the_locked_generator() -> None:
 
 def test_dockerfile_installs_from_the_lock() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert "uv.lock" in dockerfile and "sync --frozen" in dockerfile
+    assert "uv.lock" in dockerfile and "sync --locked" in dockerfile
     assert f"uv=={locked_versions()['uv']}" in dockerfile
