@@ -18,7 +18,7 @@ import pytest
 
 from nimbus.up.cli import PORT_FLAGS
 from nimbus.up.launcher import READY_LINE
-from tests.fixtures.registry import free_port
+from tests.fixtures.registry import free_ports
 
 NIMBUS = [sys.executable, "-m", "nimbus.cli"]
 
@@ -28,7 +28,9 @@ class Ports:
     """One free port per `nimbus up` port flag; kept across restarts of a stack."""
 
     by_dest: dict[str, int] = field(
-        default_factory=lambda: {dest: free_port() for _, dest, _ in PORT_FLAGS}
+        default_factory=lambda: dict(
+            zip((dest for _, dest, _ in PORT_FLAGS), free_ports(len(PORT_FLAGS)), strict=True)
+        )
     )
 
     def flags(self) -> list[str]:
