@@ -13,6 +13,7 @@ Main = Callable[[argparse.Namespace], int]
 
 def build_parser() -> argparse.ArgumentParser:
     from nimbus import ctl
+    from nimbus.tls import cli as tls_cli
     from nimbus.up import cli as up_cli
     from notifier import cli as notifier_cli
     from registry import cli as registry_cli
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("notifier", "run the webhook notifier", notifier_cli.add_arguments, notifier_cli.main),
         ("replicator", "run replication", replicator_cli.add_arguments, replicator_cli.main),
         ("up", "run the whole system on this machine", up_cli.add_arguments, up_cli.main),
+        ("tls", "certificates for HTTPS: a local CA", tls_cli.add_arguments, tls_cli.main),
     ]
     for name, help_text, add_arguments, main in commands:
         p = sub.add_parser(name, help=help_text)

@@ -64,7 +64,12 @@ def storage_driver(config: RegistryConfig) -> StorageDriver:
 def create_app(
     config: RegistryConfig, events: EventSink | None = None, worker: int = 0
 ) -> web.Application:
-    app = web.Application(middlewares=[handle], handler_args={"max_field_size": 16384})
+    middlewares = [handle]
+    if config.trust_forwarded_headers:
+        from registry.api.forwarded import forwarded
+
+        middlewares.insert(0, forwarded)
+    app = web.Application(middlewares=middlewares, handler_args={"max_field_size": 16384})
     driver = storage_driver(config)
     metrics = RegistryMetrics()
     durable: DurableSink | None = None

@@ -69,6 +69,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
+    tls = parser.add_argument_group("HTTPS on the OCI API (off unless --tls-cert)")
+    tls.add_argument("--tls-cert", help="PEM certificate with its chain")
+    tls.add_argument("--tls-key", help="PEM private key of the certificate")
+    tls.add_argument("--tls-client-ca", help="PEM CA bundle that client certificates must chain to")
+    tls.add_argument(
+        "--tls-client-auth", choices=("require", "optional"), help="client certificates (require)"
+    )
+    tls.add_argument("--tls-min-version", choices=("1.2", "1.3"), help="oldest TLS version (1.2)")
+    tls.add_argument(
+        "--trust-forwarded-headers",
+        action="store_const",
+        const=True,
+        help="URLs from X-Forwarded-Proto/-Host (behind a proxy that sets them)",
+    )
     storage = parser.add_argument_group("storage (filesystem under --data-dir unless s3)")
     storage.add_argument("--storage", choices=("filesystem", "s3"), help="storage driver")
     storage.add_argument("--s3-bucket", help="S3 bucket")
@@ -113,7 +127,20 @@ def flags(args: argparse.Namespace) -> dict[str, Any]:
         "events": {k: v for k, v in events.items() if v is not None},
         "storage": storage_flags(args),
         "auth": auth_flags(args),
+        "tls": tls_flags(args),
+        "trust_forwarded_headers": args.trust_forwarded_headers,
     }
+
+
+def tls_flags(args: argparse.Namespace) -> dict[str, Any]:
+    tls: dict[str, Any] = {
+        "cert": args.tls_cert,
+        "key": args.tls_key,
+        "client_ca": args.tls_client_ca,
+        "client_auth": args.tls_client_auth,
+        "min_version": args.tls_min_version,
+    }
+    return {k: v for k, v in tls.items() if v is not None}
 
 
 def auth_flags(args: argparse.Namespace) -> dict[str, Any]:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nimbus.config import ConfigError, split_hostport
 from nimbus.eventloop import LOOPS
 from nimbus.eventstream import StreamSettings
 from nimbus.grpcserver import GrpcServerConfig
 from nimbus.natsconn import NatsClientConfig
+
+if TYPE_CHECKING:
+    from nimbus.tls.server import ServerTLS
 
 STORAGE_DRIVERS = ("filesystem", "s3")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -193,6 +196,45 @@ class StorageConfig:
 
 
 @dataclass
+class TLSConfig:
+    """HTTPS on the OCI API; off while no certificate is set."""
+
+    # PEM: the certificate with its chain, and its unencrypted key.
+    cert: str = ""
+    key: str = ""
+    # Clients must show a certificate signed by this CA bundle ("require"), or may ("optional");
+    # a verified certificate's common name identifies the caller to the access rules.
+    client_ca: str = ""
+    client_auth: str = "require"
+    min_version: str = "1.2"
+    # Seconds between checks of the files' modification times (renewals load in place).
+    reload_interval: float = 10.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert or self.key)
+
+    def validate(self) -> None:
+        from nimbus.tls.server import CLIENT_AUTH, MIN_VERSIONS
+
+        if self.enabled and not (self.cert and self.key):
+            raise ConfigError("tls.cert and tls.key: give both")
+        if self.client_ca and not self.enabled:
+            raise ConfigError("tls.client_ca: needs tls.cert and tls.key")
+        if self.min_version not in MIN_VERSIONS:
+            raise ConfigError(f"tls.min_version: one of {', '.join(MIN_VERSIONS)}")
+        if self.client_auth not in CLIENT_AUTH:
+            raise ConfigError(f"tls.client_auth: one of {', '.join(CLIENT_AUTH)}")
+        if self.reload_interval <= 0:
+            raise ConfigError("tls.reload_interval: seconds, above 0")
+
+    def server(self) -> ServerTLS:
+        from nimbus.tls.server import ServerTLS
+
+        return ServerTLS(self.cert, self.key, self.client_ca, self.client_auth, self.min_version)
+
+
+@dataclass
 class RegistryConfig:
     listen: str = "127.0.0.1:5000"
     data_dir: str = "./data"
@@ -208,6 +250,10 @@ class RegistryConfig:
     # The standard loop has zero-copy sendfile for blobs; see nimbus/eventloop.py.
     event_loop: str = "asyncio"
     events: EventsConfig = field(default_factory=EventsConfig)
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    # Take the scheme and host of URLs handed out from X-Forwarded-Proto/-Host (behind a
+    # proxy that sets them; off, since any client could send them).
+    trust_forwarded_headers: bool = False
     storage: StorageConfig = field(default_factory=StorageConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     # The gRPC admin API (nimbus.v1.Registry, health, reflection); "" turns it off.
@@ -236,6 +282,7 @@ class RegistryConfig:
         if self.event_loop not in LOOPS:
             raise ConfigError(f"event_loop: one of {', '.join(LOOPS)}")
         self.events.validate()
+        self.tls.validate()
         self.storage.validate()
         if self.link_cache_ttl < 0:
             sole_writer = self.workers == 1 and self.storage.driver == "filesystem"

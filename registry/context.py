@@ -10,6 +10,8 @@ class RequestContext:
     request_id: str = ""
     addr: str = ""
     host: str = ""
+    # How the client reached the registry ("https" over TLS or behind a TLS proxy).
+    scheme: str = "http"
     method: str = ""
     useragent: str = ""
     actor: str = ""

@@ -31,7 +31,21 @@ async def serve(config: RegistryConfig, reuse_port: bool = False, worker: int = 
         handle_signals=False,
     )
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, reuse_port=reuse_port, backlog=1024)
+    reloader = None
+    if config.tls.enabled:
+        from nimbus.tls.server import CertificateReloader, server_context
+
+        settings = config.tls.server()
+        context, info = server_context(settings)
+        reloader = CertificateReloader(context, settings, info)
+    site = web.TCPSite(
+        runner,
+        config.host,
+        config.port,
+        reuse_port=reuse_port,
+        backlog=1024,
+        ssl_context=reloader.context if reloader else None,
+    )
     # The admin API first: once the OCI API answers, both are ready.
     admin = await start_admin_server(config, app[SERVICES]) if config.grpc_listen else None
     await site.start()
@@ -43,16 +57,24 @@ async def serve(config: RegistryConfig, reuse_port: bool = False, worker: int = 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    watcher = None
+    if reloader is not None:
+        loop.add_signal_handler(signal.SIGHUP, reloader.reload)
+        watcher = asyncio.create_task(reloader.watch(config.tls.reload_interval))
     try:
         await stop.wait()
     finally:
         log.info("registry stopping", extra={"pid": os.getpid()})
+        if watcher is not None:
+            watcher.cancel()
         if admin is not None:
             await admin.stop(grace=2)
         await runner.cleanup()
 
 
 def _worker(config: RegistryConfig, index: int) -> None:
+    # A reload signal before the loop takes it over must not end the worker.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     logs.setup(config.log_level)
     eventloop.install(config.event_loop)
     asyncio.run(serve(config, reuse_port=True, worker=index))
@@ -60,6 +82,11 @@ def _worker(config: RegistryConfig, index: int) -> None:
 
 def run(config: RegistryConfig) -> None:
     logs.setup(config.log_level)
+    if config.tls.enabled:
+        from nimbus.tls.server import server_context
+
+        # Bad files stop the start here, once, before any worker is spawned.
+        server_context(config.tls.server())
     if config.workers == 1:
         eventloop.install(config.event_loop)
         asyncio.run(serve(config))
@@ -76,7 +103,13 @@ def run(config: RegistryConfig) -> None:
             if w.pid:
                 os.kill(w.pid, signal.SIGTERM)
 
+    def reload(signum: int, frame: object) -> None:
+        for w in workers:
+            if w.pid:
+                os.kill(w.pid, signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, reload)
     for w in workers:
         w.join()

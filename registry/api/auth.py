@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from registry.api.clientcert import certificate_name
 from registry.api.request import ACTOR_KEY, VISIBLE_KEY
 from registry.auth.scopes import RouteAccess, route_access
 from registry.auth.service import (
@@ -131,7 +132,9 @@ async def _identify(request: web.Request, route: RouteAccess) -> Identity:
     auth = request.app[AUTH]
     header = request.headers.get("Authorization")
     if not header:
-        return ANONYMOUS
+        # A client certificate the configured CA verified is a login of its own.
+        name = certificate_name(request)
+        return Identity(name) if name else ANONYMOUS
     scheme, _, value = header.strip().partition(" ")
     scheme = scheme.lower()
     if scheme == "bearer" and auth.mode is Mode.TOKEN:

@@ -32,7 +32,8 @@ def target_url(event: RegistryEvent) -> str:
     if not host:
         return ""
     kind = "blobs" if event.is_blob else "manifests"
-    return f"http://{host}/v2/{event.repository}/{kind}/{event.digest}"
+    scheme = event.context.scheme or "http"
+    return f"{scheme}://{host}/v2/{event.repository}/{kind}/{event.digest}"
 
 
 def to_proto(event: RegistryEvent, source: EventSource) -> events_pb2.Event:

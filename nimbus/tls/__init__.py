@@ -1,0 +1,1 @@
+"""TLS for Nimbus: PEM files checked before use, and a local certificate authority."""
