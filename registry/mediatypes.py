@@ -1,24 +1,37 @@
-"""Media types the registry knows, shared by the API, the services and the replicator."""
+"""Re-exports of `nimbus.oci.mediatypes` for older imports; new code imports that module."""
 
 from __future__ import annotations
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json"
-DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
-OCI_EMPTY = "application/vnd.oci.empty.v1+json"
-OCTET_STREAM = "application/octet-stream"
-JSON = "application/json"
-
-IMAGE_MANIFESTS = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
-INDEXES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
-MANIFESTS = IMAGE_MANIFESTS | INDEXES
-SCHEMA1 = frozenset({DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED})
-
-# Layers that may legally be absent from the registry (pulled from their `urls`).
-NON_DISTRIBUTABLE_PREFIXES = (
-    "application/vnd.oci.image.layer.nondistributable.",
-    "application/vnd.docker.image.rootfs.foreign.",
+from nimbus.oci.mediatypes import (
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    DOCKER_SCHEMA1,
+    DOCKER_SCHEMA1_SIGNED,
+    IMAGE_MANIFESTS,
+    INDEXES,
+    JSON,
+    MANIFESTS,
+    NON_DISTRIBUTABLE_PREFIXES,
+    OCI_EMPTY,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    OCTET_STREAM,
+    SCHEMA1,
 )
+
+__all__ = [
+    "DOCKER_MANIFEST",
+    "DOCKER_MANIFEST_LIST",
+    "DOCKER_SCHEMA1",
+    "DOCKER_SCHEMA1_SIGNED",
+    "IMAGE_MANIFESTS",
+    "INDEXES",
+    "JSON",
+    "MANIFESTS",
+    "NON_DISTRIBUTABLE_PREFIXES",
+    "OCI_EMPTY",
+    "OCI_INDEX",
+    "OCI_MANIFEST",
+    "OCTET_STREAM",
+    "SCHEMA1",
+]

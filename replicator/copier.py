@@ -11,7 +11,6 @@ before the peer could commit it.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,10 +19,12 @@ from typing import Any
 
 import aiohttp
 
-from registry import mediatypes as mt
-from registry.api.request import ORIGIN_SITE_HEADER
-from replicator.oci.client import Manifest, RegistryClient
-from replicator.oci.errors import DigestMismatchError, SizeMismatchError
+from nimbus.oci.client import Manifest, RegistryClient
+from nimbus.oci.digests import Hasher, algorithm_of
+from nimbus.oci.documents import Descriptor, ManifestDocument
+from nimbus.oci.errors import DigestMismatchError, SizeMismatchError
+from nimbus.oci.headers import ORIGIN_SITE_HEADER
+from nimbus.oci.referrers import referrer_descriptor
 
 log = logging.getLogger("nimbus.replicator.copier")
 
@@ -71,13 +72,6 @@ class MountHints:
         self._items.move_to_end(digest)
         while len(self._items) > self._capacity:
             self._items.popitem(last=False)
-
-
-@dataclass(frozen=True, slots=True)
-class _Blob:
-    digest: str
-    size: int
-    media_type: str
 
 
 @dataclass
@@ -153,13 +147,15 @@ class Copier:
         if manifest.digest in run.manifests_done:
             return
         run.manifests_done.add(manifest.digest)
-        doc = manifest.json()
+        # The rules the peer will apply to the PUT, checked before anything is sent there.
+        document = await manifest.document(strict=True)
         present = await run.target.head_manifest(destination, manifest.digest) is not None
         if not present:
-            if isinstance(doc.get("manifests"), list):
-                await self._copy_children(repository, destination, doc["manifests"], run, depth)
+            if document.is_index:
+                await self._copy_children(repository, destination, document.manifests, run, depth)
             else:
-                await self._copy_blobs(repository, destination, _blobs_of(doc), run)
+                blobs = document.distributable_blobs()
+                await self._copy_blobs(repository, destination, blobs, run)
         # Referrers may precede their subject (the spec allows it): the tag stays last.
         if depth < MAX_REFERRER_DEPTH:
             await self._copy_referrers(repository, destination, manifest.digest, run, depth)
@@ -176,27 +172,24 @@ class Copier:
             if current is None or current.digest != manifest.digest:
                 await run.target.put_manifest(destination, tag, manifest.data, manifest.media_type)
                 run.result.tagged = True
-        subject = doc.get("subject")
-        if isinstance(subject, dict) and isinstance(subject.get("digest"), str):
-            if not subject_indexed:
-                await self._index_referrer(destination, subject["digest"], manifest, doc, run)
+        if document.subject is not None and not subject_indexed:
+            await self._index_referrer(
+                destination, document.subject.digest, manifest, document, run
+            )
 
     async def _copy_children(
         self,
         repository: str,
         destination: str,
-        children: list[Any],
+        children: tuple[Descriptor, ...],
         run: _Run,
         depth: int,
     ) -> None:
-        async def one(descriptor: Any) -> None:
-            digest = descriptor.get("digest") if isinstance(descriptor, dict) else None
-            if not isinstance(digest, str):
-                raise ValueError("index entry without a digest")
-            child = await self.source.get_manifest(repository, digest)
+        async def one(descriptor: Descriptor) -> None:
+            child = await self.source.get_manifest(repository, descriptor.digest)
             if child is None:
                 raise SourceMissingError(
-                    f"{repository}@{digest} (index child) is not at the source"
+                    f"{repository}@{descriptor.digest} (index child) is not at the source"
                 )
             await self._copy_manifest(repository, destination, child, run, depth)
 
@@ -219,34 +212,27 @@ class Copier:
         destination: str,
         subject: str,
         manifest: Manifest,
-        doc: dict[str, Any],
+        document: ManifestDocument,
         run: _Run,
     ) -> None:
         """Keep the tag schema index of a peer without the referrers API up to date."""
         known = await run.target.referrers(destination, subject)
         if any(item.get("digest") == manifest.digest for item in known):
             return
-        descriptor: dict[str, Any] = {
-            "mediaType": manifest.media_type,
-            "digest": manifest.digest,
-            "size": len(manifest.data),
-        }
-        artifact_type = doc.get("artifactType") or (doc.get("config") or {}).get("mediaType")
-        if isinstance(artifact_type, str) and artifact_type:
-            descriptor["artifactType"] = artifact_type
-        if isinstance(doc.get("annotations"), dict) and doc["annotations"]:
-            descriptor["annotations"] = doc["annotations"]
+        descriptor = referrer_descriptor(
+            document, manifest.digest, len(manifest.data), manifest.media_type
+        )
         await run.target.index_referrer(destination, subject, descriptor)
 
     # -- blobs --------------------------------------------------------------------------
 
     async def _copy_blobs(
-        self, repository: str, destination: str, blobs: list[_Blob], run: _Run
+        self, repository: str, destination: str, blobs: list[Descriptor], run: _Run
     ) -> None:
         await _gather(self._copy_blob_once(repository, destination, b, run) for b in blobs)
 
     async def _copy_blob_once(
-        self, repository: str, destination: str, blob: _Blob, run: _Run
+        self, repository: str, destination: str, blob: Descriptor, run: _Run
     ) -> None:
         key = (destination, blob.digest)
         pending = self._inflight.get(key)
@@ -267,7 +253,9 @@ class Copier:
         finally:
             del self._inflight[key]
 
-    async def _copy_blob(self, repository: str, destination: str, blob: _Blob, run: _Run) -> None:
+    async def _copy_blob(
+        self, repository: str, destination: str, blob: Descriptor, run: _Run
+    ) -> None:
         if await run.target.blob_size(destination, blob.digest) is not None:
             self.hints.add(blob.digest, destination)
             run.result.blobs_present += 1
@@ -300,9 +288,9 @@ class Copier:
         run.result.blobs_copied += 1
 
     async def _stream(
-        self, repository: str, destination: str, blob: _Blob, location: str, run: _Run
+        self, repository: str, destination: str, blob: Descriptor, location: str, run: _Run
     ) -> None:
-        hasher = hashlib.new(blob.digest.partition(":")[0])
+        hasher = Hasher(algorithm_of(blob.digest))
         async with self.source.open_blob(repository, blob.digest) as response:
             size = blob.size
             if size <= self.chunk_size:
@@ -323,28 +311,31 @@ class Copier:
     async def _read(
         self,
         stream: aiohttp.StreamReader,
-        hasher: Any,
+        hasher: Hasher,
         length: int,
-        blob: _Blob,
+        blob: Descriptor,
         run: _Run,
         last: bool,
     ) -> AsyncIterator[bytes]:
-        """Exactly ``length`` bytes of the source stream, hashed.
+        """Exactly ``length`` bytes of the source stream, hashed (in a thread, off the loop).
 
         The digest is checked before the blob's last bytes are handed on, so on a mismatch the
         request body stays short and the peer can never commit the upload.
         """
         remaining = length
         while remaining:
-            data = await stream.read(min(remaining, READ_SIZE))
-            if not data:
+            try:
+                # Whole MiBs, not whatever the socket had: each is worth a hop to a thread.
+                data = await stream.readexactly(min(remaining, READ_SIZE))
+            except asyncio.IncompleteReadError as short:
                 raise SizeMismatchError(
-                    f"source ended early on {blob.digest}: {remaining} bytes missing"
-                )
-            hasher.update(data)
+                    f"source ended early on {blob.digest}: "
+                    f"{remaining - len(short.partial)} bytes missing"
+                ) from None
+            await hasher.update(data)
             remaining -= len(data)
             if not remaining and last:
-                actual = f"{blob.digest.partition(':')[0]}:{hasher.hexdigest()}"
+                actual = hasher.digest()
                 if actual != blob.digest:
                     raise DigestMismatchError(blob.digest, actual, "blob")
             run.result.bytes_copied += len(data)
@@ -360,23 +351,6 @@ def _body_error(error: BaseException) -> BaseException | None:
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
-
-
-def _blobs_of(doc: dict[str, Any]) -> list[_Blob]:
-    """Config and layers of an image manifest, minus layers that must not be distributed."""
-    found: list[_Blob] = []
-    for raw in [doc.get("config"), *(doc.get("layers") or [])]:
-        if not isinstance(raw, dict):
-            continue
-        digest, size = raw.get("digest"), raw.get("size")
-        media_type = str(raw.get("mediaType") or "")
-        if not isinstance(digest, str) or not isinstance(size, int):
-            raise ValueError("descriptor without digest or size")
-        if media_type.startswith(mt.NON_DISTRIBUTABLE_PREFIXES):
-            continue
-        if all(b.digest != digest for b in found):
-            found.append(_Blob(digest, size, media_type))
-    return found
 
 
 async def _gather(coroutines: Any) -> None:

@@ -34,13 +34,13 @@ from tenacity import (
 
 from nimbus import streams
 from nimbus.natsfetch import fetch_available
+from nimbus.oci import mediatypes as mt
+from nimbus.oci.client import RegistryClient
+from nimbus.oci.errors import RegistryError, is_transient
+from nimbus.oci.headers import ORIGIN_SITE_HEADER
 from proto.nimbus.v1 import events_pb2
-from registry import mediatypes as mt
-from registry.api.request import ORIGIN_SITE_HEADER
 from replicator.copier import DEFAULT_CHUNK_SIZE, Copier, CopyResult, MountHints, SourceMissingError
 from replicator.failures import Failure, FailureStore
-from replicator.oci.client import RegistryClient
-from replicator.oci.errors import RegistryError, is_transient
 from replicator.peers import Peer
 from replicator.rules import RuleAction, first_match
 from replicator.status import StatusBoard

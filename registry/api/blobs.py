@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from nimbus.oci.mediatypes import OCTET_STREAM
 from registry.api.ranges import parse_range
 from registry.api.request import context, repository_name
 from registry.api.state import services
-from registry.mediatypes import OCTET_STREAM
 from registry.reference import Digest
 
 

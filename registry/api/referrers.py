@@ -6,9 +6,9 @@ import json
 
 from aiohttp import web
 
+from nimbus.oci.mediatypes import OCI_INDEX
 from registry.api.request import query_value, repository_name
 from registry.api.state import services
-from registry.mediatypes import OCI_INDEX
 from registry.reference import Digest
 
 

@@ -7,13 +7,13 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
+from nimbus.oci.headers import ORIGIN_SITE_HEADER
 from registry.context import RequestContext
 from registry.errors import ErrorCode, OCIError
 from registry.reference import validate_name
 
 REQUEST_ID_KEY = "nimbus.request_id"
 ACTOR_KEY = "nimbus.actor"
-ORIGIN_SITE_HEADER = "Nimbus-Origin-Site"
 # Set by authentication: which repositories the caller may see in `_catalog`.
 VISIBLE_KEY = "nimbus.catalog_visible"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from nimbus.oci.mediatypes import OCTET_STREAM
 from registry.context import RequestContext
 from registry.errors import ErrorCode, OCIError
 from registry.events.sink import Action, EventSink, NullSink, RegistryEvent
-from registry.mediatypes import OCTET_STREAM
 from registry.reference import Digest
 from registry.storage import paths
 from registry.storage.driver import PathNotFoundError, StorageDriver

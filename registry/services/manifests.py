@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from registry import mediatypes as mt
+from nimbus.oci.documents import (
+    LARGE_DOCUMENT_BYTES,
+    InvalidManifestError,
+    ManifestDocument,
+    artifact_type_of,
+    parse_manifest,
+    read_manifest,
+)
+from nimbus.oci.referrers import referrer_descriptor
 from registry.context import RequestContext
 from registry.errors import ErrorCode, OCIError
 from registry.events.sink import Action, EventSink, NullSink, RegistryEvent
@@ -36,30 +45,6 @@ class Manifest:
 class PutResult:
     digest: Digest
     subject: Digest | None
-
-
-@dataclass(frozen=True, slots=True)
-class Descriptor:
-    media_type: str
-    digest: Digest
-    size: int
-
-    @classmethod
-    def parse(cls, raw: Any, where: str) -> Descriptor:
-        if not isinstance(raw, dict):
-            raise OCIError(ErrorCode.MANIFEST_INVALID, f"{where} is not a descriptor")
-        media_type, digest, size = raw.get("mediaType"), raw.get("digest"), raw.get("size")
-        if not isinstance(media_type, str) or not media_type:
-            raise OCIError(ErrorCode.MANIFEST_INVALID, f"{where}.mediaType is missing")
-        if not isinstance(digest, str):
-            raise OCIError(ErrorCode.MANIFEST_INVALID, f"{where}.digest is missing")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise OCIError(ErrorCode.MANIFEST_INVALID, f"{where}.size is not a size")
-        try:
-            parsed = Digest.parse(digest)
-        except OCIError:
-            raise OCIError(ErrorCode.MANIFEST_INVALID, f"{where}.digest is invalid") from None
-        return cls(media_type, parsed, size)
 
 
 class _ContentCache:
@@ -121,37 +106,6 @@ class _TTLCache:
     def drop_value(self, name: str, value: str) -> None:
         for key in [k for k, v in self._items.items() if k[0] == name and v[0] == value]:
             del self._items[key]
-
-
-def _media_type(content_type: str, doc: dict[str, Any]) -> str:
-    declared = doc.get("mediaType")
-    header = content_type.split(";", 1)[0].strip().lower()
-    if declared is not None and not isinstance(declared, str):
-        raise OCIError(ErrorCode.MANIFEST_INVALID, "mediaType is not a string")
-    if header in mt.SCHEMA1 or declared in mt.SCHEMA1 or doc.get("schemaVersion") == 1:
-        raise OCIError(ErrorCode.MANIFEST_INVALID, "schema1 manifests are not supported")
-    if declared and header in mt.MANIFESTS and declared != header:
-        raise OCIError(
-            ErrorCode.MANIFEST_INVALID,
-            f"Content-Type {header} does not match the manifest's mediaType {declared}",
-        )
-    media_type = declared or (header if header in mt.MANIFESTS else "")
-    if not media_type:
-        # OCI manifests may omit mediaType; tell them apart by shape.
-        media_type = mt.OCI_INDEX if "manifests" in doc else mt.OCI_MANIFEST
-    if media_type not in mt.MANIFESTS:
-        raise OCIError(ErrorCode.MANIFEST_INVALID, f"unsupported manifest media type {media_type}")
-    return media_type
-
-
-def artifact_type_of(doc: dict[str, Any]) -> str:
-    value = doc.get("artifactType")
-    if isinstance(value, str) and value:
-        return value
-    config = doc.get("config")
-    if isinstance(config, dict) and isinstance(config.get("mediaType"), str):
-        return str(config["mediaType"])
-    return ""
 
 
 def accepts(accept: list[str], media_type: str) -> bool:
@@ -221,8 +175,7 @@ class ManifestService:
             data = await self.driver.get_content(paths.blob_data(digest))
         except PathNotFoundError:
             raise OCIError(ErrorCode.MANIFEST_UNKNOWN, detail={"digest": str(digest)}) from None
-        doc = json.loads(data)
-        manifest = Manifest(digest, _media_type("", doc), data)
+        manifest = Manifest(digest, (await _read(data)).media_type, data)
         self._cache.put(manifest)
         return manifest
 
@@ -276,20 +229,19 @@ class ManifestService:
             tag = validate_tag(reference)
             digest = Digest.of(data)
         try:
-            doc = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
-            raise OCIError(ErrorCode.MANIFEST_INVALID, "manifest is not valid JSON") from None
-        if not isinstance(doc, dict):
-            raise OCIError(ErrorCode.MANIFEST_INVALID, "manifest is not a JSON object")
-        media_type = _media_type(content_type, doc)
-        if doc.get("schemaVersion") != 2:
-            raise OCIError(ErrorCode.MANIFEST_INVALID, "schemaVersion must be 2")
-        subject = await self._verify_references(name, media_type, doc)
+            if len(data) > LARGE_DOCUMENT_BYTES:
+                document = await asyncio.to_thread(parse_manifest, data, content_type)
+            else:
+                document = parse_manifest(data, content_type)
+        except InvalidManifestError as error:
+            raise OCIError(ErrorCode.MANIFEST_INVALID, str(error)) from None
+        media_type = document.media_type
+        subject = await self._verify_references(name, document)
 
         await self.driver.put_content(paths.blob_data(digest), data)
         await self.driver.put_content(paths.revision_link(name, digest), str(digest).encode())
         if subject is not None:
-            await self._record_referrer(name, subject, digest, media_type, doc, len(data))
+            await self._record_referrer(name, subject, digest, document, len(data))
         # The tag last: a reader never sees a tag whose manifest is not stored.
         self._revisions.put((name, str(digest)), str(digest))
         if tag:
@@ -304,56 +256,39 @@ class ManifestService:
         )
         return PutResult(digest, subject)
 
-    async def _verify_references(
-        self, name: str, media_type: str, doc: dict[str, Any]
-    ) -> Digest | None:
+    async def _verify_references(self, name: str, document: ManifestDocument) -> Digest | None:
+        """The subject's digest, once everything the document lists is in the repository."""
         missing: list[str] = []
-        if media_type in mt.IMAGE_MANIFESTS:
-            config = Descriptor.parse(doc.get("config"), "config")
-            layers_raw = doc.get("layers", [])
-            if not isinstance(layers_raw, list):
-                raise OCIError(ErrorCode.MANIFEST_INVALID, "layers is not a list")
-            layers = [Descriptor.parse(d, f"layers[{i}]") for i, d in enumerate(layers_raw)]
-            for desc in [config, *layers]:
-                if desc.media_type.startswith(mt.NON_DISTRIBUTABLE_PREFIXES):
-                    continue
-                if not await self.blobs.exists_in(name, desc.digest):
-                    missing.append(str(desc.digest))
+        if document.is_index:
+            for child in document.manifests:
+                link = paths.revision_link(name, Digest.parse(child.digest))
+                if await self.driver.stat(link) is None:
+                    missing.append(child.digest)
         else:
-            children_raw = doc.get("manifests")
-            if not isinstance(children_raw, list):
-                raise OCIError(ErrorCode.MANIFEST_INVALID, "manifests is not a list")
-            for i, raw in enumerate(children_raw):
-                child = Descriptor.parse(raw, f"manifests[{i}]")
-                if await self.driver.stat(paths.revision_link(name, child.digest)) is None:
-                    missing.append(str(child.digest))
+            for blob in [document.config, *document.layers]:
+                if blob is None or not blob.distributable:
+                    continue
+                if not await self.blobs.exists_in(name, Digest.parse(blob.digest)):
+                    missing.append(blob.digest)
         if missing:
             raise OCIError(
                 ErrorCode.MANIFEST_BLOB_UNKNOWN,
                 "manifest references content this repository does not have",
                 detail={"missing": missing},
             )
-        if "subject" in doc:
-            return Descriptor.parse(doc["subject"], "subject").digest
-        return None
+        return Digest.parse(document.subject.digest) if document.subject is not None else None
 
     async def _record_referrer(
         self,
         name: str,
         subject: Digest,
         digest: Digest,
-        media_type: str,
-        doc: dict[str, Any],
+        document: ManifestDocument,
         size: int,
     ) -> None:
-        descriptor: dict[str, Any] = {"mediaType": media_type, "digest": str(digest), "size": size}
-        artifact_type = artifact_type_of(doc)
-        if artifact_type:
-            descriptor["artifactType"] = artifact_type
-        if isinstance(doc.get("annotations"), dict) and doc["annotations"]:
-            descriptor["annotations"] = doc["annotations"]
+        descriptor = referrer_descriptor(document, str(digest), size)
         await self.driver.put_content(
-            paths.referrer_entry(name, subject, digest), json.dumps(descriptor).encode()
+            paths.referrer_entry(name, subject, digest), json.dumps(descriptor.to_json()).encode()
         )
 
     # -- deleting -----------------------------------------------------------------------
@@ -370,10 +305,10 @@ class ManifestService:
         self._revisions.drop((name, str(digest)))
         self._tags.drop_value(name, str(digest))
         await self.driver.delete(paths.revision_link(name, digest).rsplit("/", 1)[0])
-        doc = json.loads(manifest.data)
-        if isinstance(doc.get("subject"), dict):
+        document = await _read(manifest.data)
+        if document.subject is not None:
             try:
-                subject = Descriptor.parse(doc["subject"], "subject").digest
+                subject = Digest.parse(document.subject.digest)
                 await self.driver.delete(paths.referrer_entry(name, subject, digest))
             except (OCIError, PathNotFoundError):
                 pass
@@ -433,3 +368,14 @@ class ManifestService:
                 continue
             result.append(descriptor)
         return result
+
+
+async def _read(data: bytes) -> ManifestDocument:
+    """A stored manifest's document (it was checked when it was put), off the loop if large."""
+    if len(data) > LARGE_DOCUMENT_BYTES:
+        return await asyncio.to_thread(read_manifest, data)
+    return read_manifest(data)
+
+
+# artifact_type_of is re-exported: the inventory reads it from here.
+__all__ = ["MAX_MANIFEST_BYTES", "Manifest", "ManifestService", "PutResult", "artifact_type_of"]

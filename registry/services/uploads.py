@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from nimbus.oci.mediatypes import OCTET_STREAM
 from registry.context import RequestContext
 from registry.errors import ErrorCode, OCIError
 from registry.events.sink import Action, EventSink, NullSink, RegistryEvent
-from registry.mediatypes import OCTET_STREAM
 from registry.reference import Digest
 from registry.services.blobs import BlobInfo, BlobService
 from registry.storage import paths

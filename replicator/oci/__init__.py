@@ -1,1 +1,1 @@
-"""An async client of the OCI Distribution API, for any registry (Nimbus, Distribution, others)."""
+"""The replicator's OCI client: now `nimbus.oci`, re-exported here for older imports."""

@@ -1,80 +1,14 @@
-"""What can go wrong talking to a registry, sorted into worth retrying or not."""
+"""Re-exports of `nimbus.oci.errors` for older imports; new code imports that module."""
 
 from __future__ import annotations
 
-import asyncio
-from email.utils import parsedate_to_datetime
-from time import time
+from nimbus.oci.errors import DigestMismatchError, RegistryError, SizeMismatchError, is_transient
+from nimbus.oci.headers import retry_after_seconds
 
-import aiohttp
-
-# 408 and 429 are the 4xx a client should try again; every 5xx too.
-_TRANSIENT_4XX = frozenset({408, 429})
-
-
-class RegistryError(Exception):
-    """A registry answered with an error status."""
-
-    def __init__(
-        self,
-        status: int,
-        method: str,
-        url: str,
-        code: str = "",
-        message: str = "",
-        retry_after: float | None = None,
-    ) -> None:
-        self.status = status
-        self.method = method
-        self.url = url
-        self.code = code
-        self.message = message
-        self.retry_after = retry_after
-        what = f"{code}: {message}" if code else message
-        super().__init__(f"{method} {url}: HTTP {status}" + (f" {what}" if what else ""))
-
-    @property
-    def transient(self) -> bool:
-        return self.status >= 500 or self.status in _TRANSIENT_4XX
-
-
-class DigestMismatchError(Exception):
-    """Content read from the source does not hash to the digest it was asked for."""
-
-    def __init__(self, expected: str, actual: str, where: str) -> None:
-        self.expected = expected
-        self.actual = actual
-        super().__init__(f"digest mismatch for {where}: expected {expected}, got {actual}")
-
-
-class SizeMismatchError(Exception):
-    """The source sent more or fewer bytes than the descriptor promised."""
-
-
-def is_transient(error: BaseException) -> bool:
-    """Connection trouble, timeouts, 5xx, 408 and 429: worth another try later."""
-    if isinstance(error, RegistryError):
-        return error.transient
-    if isinstance(error, DigestMismatchError | SizeMismatchError):
-        return False
-    return isinstance(
-        error,
-        aiohttp.ClientConnectionError
-        | aiohttp.ClientPayloadError
-        | aiohttp.ServerTimeoutError
-        | asyncio.TimeoutError
-        | ConnectionError,
-    )
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds: either a number or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time())
-    except (TypeError, ValueError):
-        return None
+__all__ = [
+    "DigestMismatchError",
+    "RegistryError",
+    "SizeMismatchError",
+    "is_transient",
+    "retry_after_seconds",
+]
