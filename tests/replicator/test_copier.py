@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from typing import Any
+
 import pytest
 
-from registry import mediatypes as mt
+from nimbus.oci import mediatypes as mt
+from nimbus.oci.digests import OFFLOAD_BYTES
+from nimbus.oci.errors import DigestMismatchError
+from nimbus.oci.referrers import referrers_tag
 from replicator.copier import Copier, SourceMissingError
-from replicator.oci.client import referrers_tag
-from replicator.oci.errors import DigestMismatchError
 from tests.fixtures.distribution import DistributionProcess
 from tests.fixtures.images import LayoutFactory, make_artifact, make_image, make_multiplatform
 from tests.fixtures.registry import RegistryFactory
@@ -108,3 +113,43 @@ async def test_missing_source_is_reported(
     a, b = registry_factory(), registry_factory()
     with pytest.raises(SourceMissingError):
         await Copier(oci_client(a.url), oci_client(b.url)).copy("nothing/here", "v1")
+
+
+class _RecordingHash:
+    """A hashlib object that notes the size of each update and the thread it ran on."""
+
+    def __init__(self, inner: Any, calls: list[tuple[int, int]]) -> None:
+        self._inner = inner
+        self._calls = calls
+
+    def update(self, data: bytes) -> None:
+        self._calls.append((len(data), threading.get_ident()))
+        self._inner.update(data)
+
+    def hexdigest(self) -> str:
+        return str(self._inner.hexdigest())
+
+
+async def test_blob_bytes_are_hashed_off_the_event_loop(
+    registry_factory: RegistryFactory, oci_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = registry_factory(), registry_factory()
+    image = make_image((5 * 1024 * 1024 + 123, 3000), seed=41)
+    source, target = oci_client(a.url), oci_client(b.url)
+    await push_image(source, "hash/one", "v1", image)
+
+    calls: list[tuple[int, int]] = []
+    real_new = hashlib.new
+    monkeypatch.setattr(
+        hashlib, "new", lambda name, *args, **kw: _RecordingHash(real_new(name, *args, **kw), calls)
+    )
+    loop_thread = threading.get_ident()
+    result = await Copier(source, target, chunk_size=2 * 1024 * 1024).copy("hash/one", "v1")
+    assert result.blobs_copied == 3
+    await assert_complete(target, "hash/one", "v1", image)
+
+    off_loop = sum(size for size, thread in calls if thread != loop_thread)
+    on_loop = [size for size, thread in calls if thread == loop_thread]
+    # Every MiB of the big layer went to a thread; only small updates stayed on the loop.
+    assert off_loop >= 5 * 1024 * 1024
+    assert all(size < OFFLOAD_BYTES for size in on_loop), on_loop
