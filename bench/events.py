@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import math
 import os
@@ -35,19 +34,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import nats
 
 from bench import servers
 from bench.registry import machine
 from bench.results import save, settings_of, value_table
 from nimbus import streams
+from nimbus.oci import mediatypes as mt
+from nimbus.oci.client import RegistryClient
+from nimbus.oci.digests import digest_of
+from nimbus.oci.documents import Descriptor
 from proto.nimbus.v1 import events_pb2
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 OFF, ON = "off", "on"
 
 
@@ -155,10 +154,6 @@ class Push:
     digest: str
 
 
-def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
 def make_pushes(count: int, layers: int, layer_bytes: int, label: str) -> list[Push]:
     """Distinct small images: random layers and a config naming the image."""
     pushes = []
@@ -169,43 +164,27 @@ def make_pushes(count: int, layers: int, layer_bytes: int, label: str) -> list[P
         ).encode()
         doc = {
             "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": _digest(config), "size": len(config)},
+            "mediaType": mt.OCI_MANIFEST,
+            "config": Descriptor(mt.OCI_CONFIG, digest_of(config), len(config)).to_json(),
             "layers": [
-                {"mediaType": OCI_LAYER, "digest": _digest(d), "size": len(d)} for d in layer_data
+                Descriptor(mt.OCI_LAYER, digest_of(data), len(data)).to_json()
+                for data in layer_data
             ],
         }
         manifest = json.dumps(doc, separators=(",", ":")).encode()
-        blobs = tuple((_digest(d), d) for d in (config, *layer_data))
-        pushes.append(Push(f"bench/app{i % 8}", f"{label}-{i}", blobs, manifest, _digest(manifest)))
+        blobs = tuple((digest_of(d), d) for d in (config, *layer_data))
+        digest = digest_of(manifest)
+        pushes.append(Push(f"bench/app{i % 8}", f"{label}-{i}", blobs, manifest, digest))
     return pushes
 
 
-async def _check(resp: aiohttp.ClientResponse, status: int) -> None:
-    if resp.status != status:
-        raise RuntimeError(f"{resp.method} {resp.url}: {resp.status} {await resp.text()}")
-
-
-async def push_image(session: aiohttp.ClientSession, base: str, push: Push) -> float:
-    """Push like a client does; returns when the manifest PUT was sent (for latency)."""
-    for digest, data in push.blobs:
-        async with session.head(f"{base}/v2/{push.repository}/blobs/{digest}") as resp:
-            await _check(resp, 404)
-        async with session.post(f"{base}/v2/{push.repository}/blobs/uploads/") as resp:
-            await _check(resp, 202)
-            location = resp.headers["Location"]
-        if location.startswith("/"):
-            location = base + location
-        sep = "&" if "?" in location else "?"
-        async with session.put(f"{location}{sep}digest={digest}", data=data) as resp:
-            await _check(resp, 201)
+async def push_image(client: RegistryClient, push: Push) -> float:
+    """Push like a client does (HEAD, POST, PUT per blob, then the manifest); returns when the
+    manifest PUT was sent (for latency)."""
+    for _, data in push.blobs:
+        await client.push_blob(push.repository, data)
     sent = time.perf_counter()
-    async with session.put(
-        f"{base}/v2/{push.repository}/manifests/{push.tag}",
-        data=push.manifest,
-        headers={"Content-Type": OCI_MANIFEST},
-    ) as resp:
-        await _check(resp, 201)
+    await client.put_manifest(push.repository, push.tag, push.manifest, mt.OCI_MANIFEST)
     return sent
 
 
@@ -216,17 +195,16 @@ async def push_all(base: str, pushes: list[Push], concurrency: int) -> tuple[flo
         queue.put_nowait(p)
     durations: list[float] = []
 
-    async def client(session: aiohttp.ClientSession) -> None:
+    async def pusher(client: RegistryClient) -> None:
         while not queue.empty():
             p = queue.get_nowait()
             started = time.perf_counter()
-            await push_image(session, base, p)
+            await push_image(client, p)
             durations.append(time.perf_counter() - started)
 
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with RegistryClient(base, max_connections=concurrency) as client:
         started = time.perf_counter()
-        await asyncio.gather(*(client(session) for _ in range(concurrency)))
+        await asyncio.gather(*(pusher(client) for _ in range(concurrency)))
         return time.perf_counter() - started, durations
 
 
@@ -246,9 +224,9 @@ async def push_to_consumer(base: str, nats_url: str, site: str, pushes: list[Pus
     sub = await js.subscribe(streams.subject(site, "push"), cb=on_event, ordered_consumer=True)
     latencies = []
     try:
-        async with aiohttp.ClientSession() as session:
+        async with RegistryClient(base) as client:
             for p in pushes:
-                sent = await push_image(session, base, p)
+                sent = await push_image(client, p)
                 while p.digest not in received:
                     arrived.clear()
                     await asyncio.wait_for(arrived.wait(), 10)

@@ -12,26 +12,16 @@ import json
 import os
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+from nimbus.oci.digests import digest_of
+from nimbus.oci.documents import Descriptor
+from nimbus.oci.mediatypes import OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST
+
 REF_NAME = "org.opencontainers.image.ref.name"
 MIB = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Descriptor:
-    media_type: str
-    digest: str
-    size: int
-
-    def to_json(self, **extra: Any) -> dict[str, Any]:
-        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size, **extra}
 
 
 @dataclass(frozen=True)
@@ -106,7 +96,7 @@ def _write_layer(layout: Path, index: int, size: int) -> tuple[Descriptor, str]:
 
 def _write_json(layout: Path, media_type: str, doc: dict[str, Any]) -> Descriptor:
     data = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    digest = digest_of(data)
     _blob_path(layout, digest).write_bytes(data)
     return Descriptor(media_type, digest, len(data))
 
@@ -140,7 +130,7 @@ def write_layout(path: Path, layers: int, layer_bytes: int, tag: str = "bench") 
     index = {
         "schemaVersion": 2,
         "mediaType": OCI_INDEX,
-        "manifests": [manifest.to_json(annotations={REF_NAME: tag})],
+        "manifests": [replace(manifest, annotations={REF_NAME: tag}).to_json()],
     }
     (path / "index.json").write_text(json.dumps(index))
     return BenchImage(path, tag, manifest, config, tuple(layer for layer, _ in written))

@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import grpc
 import nats
 from aiohttp import web
@@ -42,12 +41,13 @@ from bench.events import NatsServer, percentile
 from bench.registry import machine
 from bench.results import save, settings_of, value_table
 from nimbus import streams
+from nimbus.oci import mediatypes as mt
+from nimbus.oci.client import RegistryClient
+from nimbus.oci.digests import digest_of
+from nimbus.oci.documents import Descriptor
 from proto.nimbus.v1 import events_pb2, webhooks_pb2, webhooks_pb2_grpc
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 REPOSITORIES = 8
 
 
@@ -217,12 +217,6 @@ def _distribution(workdir: Path, receiver: Receiver) -> servers.Server:
 # -- pushing --------------------------------------------------------------------------------
 
 
-def _digest(data: bytes) -> str:
-    import hashlib
-
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
 @dataclass(frozen=True)
 class Base:
     config: bytes
@@ -231,53 +225,31 @@ class Base:
     def manifest(self, n: int) -> bytes:
         doc = {
             "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {
-                "mediaType": OCI_CONFIG,
-                "digest": _digest(self.config),
-                "size": len(self.config),
-            },
-            "layers": [
-                {"mediaType": OCI_LAYER, "digest": _digest(self.layer), "size": len(self.layer)}
-            ],
+            "mediaType": mt.OCI_MANIFEST,
+            "config": Descriptor(mt.OCI_CONFIG, digest_of(self.config), len(self.config)).to_json(),
+            "layers": [Descriptor(mt.OCI_LAYER, digest_of(self.layer), len(self.layer)).to_json()],
             # Distinct manifests (and digests) for every push, over the same blobs.
             "annotations": {"n": str(n), "run": uuid.uuid4().hex},
         }
         return json.dumps(doc, separators=(",", ":")).encode()
 
 
-async def _upload(session: aiohttp.ClientSession, base: str, repo: str, data: bytes) -> None:
-    async with session.post(f"{base}/v2/{repo}/blobs/uploads/") as r:
-        if r.status != 202:
-            raise RuntimeError(f"blob upload start: {r.status} {await r.text()}")
-        location = r.headers["Location"]
-    if location.startswith("/"):
-        location = base + location
-    sep = "&" if "?" in location else "?"
-    async with session.put(f"{location}{sep}digest={_digest(data)}", data=data) as r:
-        if r.status != 201:
-            raise RuntimeError(f"blob upload: {r.status} {await r.text()}")
-
-
 async def paced_pushes(base: str, receiver: Receiver, settings: Settings) -> list[float]:
     """Push at `settings.rate`; milliseconds from each manifest PUT to its webhook."""
     blobs = Base(json.dumps({"os": "linux", "architecture": "amd64"}).encode(), os.urandom(2048))
     sent: dict[str, float] = {}
-    connector = aiohttp.TCPConnector(limit=64)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with RegistryClient(base, max_connections=64) as client:
         for r in range(REPOSITORIES):
             for data in (blobs.config, blobs.layer):
-                await _upload(session, base, f"bench/app{r}", data)
+                await client.push_blob(f"bench/app{r}", data)
         manifests = [blobs.manifest(i) for i in range(settings.pushes)]
 
         async def push(i: int) -> None:
             body = manifests[i]
-            sent[_digest(body)] = time.perf_counter()
-            url = f"{base}/v2/bench/app{i % REPOSITORIES}/manifests/t{i}"
-            headers = {"Content-Type": OCI_MANIFEST}
-            async with session.put(url, data=body, headers=headers) as r:
-                if r.status != 201:
-                    raise RuntimeError(f"manifest PUT: {r.status} {await r.text()}")
+            sent[digest_of(body)] = time.perf_counter()
+            await client.put_manifest(
+                f"bench/app{i % REPOSITORIES}", f"t{i}", body, mt.OCI_MANIFEST
+            )
 
         started = time.perf_counter()
         tasks = []
@@ -354,7 +326,7 @@ async def fanout(nats_url: str, notifier: Notifier, settings: Settings) -> dict[
         event.timestamp.GetCurrentTime()
         event.target.repository = f"fanout/app{i % REPOSITORIES}"
         event.target.tag = f"t{i}"
-        event.target.digest = _digest(str(i).encode())
+        event.target.digest = digest_of(str(i).encode())
         event.source.site = "bench"
         await js.publish(
             streams.subject("bench", "push"),

@@ -32,12 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from bench import load, servers
-from bench.image import MIB, OCI_INDEX, OCI_MANIFEST, BenchImage, write_layout
+from bench.image import MIB, BenchImage, write_layout
+from nimbus.oci.mediatypes import MANIFEST_ACCEPT, OCI_MANIFEST
 
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 # What skopeo, containerd and docker send when they pull by tag.
-ACCEPT = ", ".join([OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST])
+ACCEPT = MANIFEST_ACCEPT
 REPOSITORY = "bench/image"
 TAG = "latest"
 SKOPEO = "skopeo"

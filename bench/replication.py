@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import os
 import statistics
@@ -35,13 +34,13 @@ from bench.events import NatsServer
 from bench.image import MIB, write_layout
 from bench.registry import _skopeo, machine
 from bench.results import save, settings_of
+from nimbus.oci import mediatypes as mt
+from nimbus.oci.client import RegistryClient
+from nimbus.oci.digests import digest_of
+from nimbus.oci.documents import Descriptor
 from proto.nimbus.v1 import replication_pb2, replication_pb2_grpc
-from replicator.oci.client import RegistryClient
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 # Polling B starts every 2 ms and backs off to 50 ms, so a backlog does not become a flood.
 POLL_FIRST, POLL_MAX = 0.002, 0.05
 # Pushes go round-robin to this many repositories, as several teams' pipelines would.
@@ -182,15 +181,14 @@ def _small_image(index: int, layer_bytes: int) -> tuple[list[bytes], bytes]:
     config = json.dumps({"architecture": "amd64", "os": "linux", "n": index}).encode()
 
     def descriptor(media_type: str, data: bytes) -> dict[str, Any]:
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        return {"mediaType": media_type, "digest": digest, "size": len(data)}
+        return Descriptor(media_type, digest_of(data), len(data)).to_json()
 
     manifest = json.dumps(
         {
             "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": descriptor(OCI_CONFIG, config),
-            "layers": [descriptor(OCI_LAYER, layer)],
+            "mediaType": mt.OCI_MANIFEST,
+            "config": descriptor(mt.OCI_CONFIG, config),
+            "layers": [descriptor(mt.OCI_LAYER, layer)],
         }
     ).encode()
     return [config, layer], manifest
@@ -216,7 +214,7 @@ async def measure_lag(a_url: str, b_url: str, settings: Settings) -> list[float]
             repository = f"lag/app{i % LAG_REPOSITORIES}"
             for blob in blobs:
                 await source.push_blob(repository, blob)
-            await source.put_manifest(repository, f"t{i}", manifest, OCI_MANIFEST)
+            await source.put_manifest(repository, f"t{i}", manifest, mt.OCI_MANIFEST)
             acked = time.monotonic()
             served = await asyncio.wait_for(_until_served(peer, repository, f"t{i}"), 300)
             lags.append(served - acked)
