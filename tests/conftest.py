@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.fixtures.s3",
     "tests.fixtures.notifier",
     "tests.fixtures.docker",
+    "tests.fixtures.netns",
 ]
