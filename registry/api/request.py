@@ -8,6 +8,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from nimbus.oci.headers import ORIGIN_SITE_HEADER
+from registry.api.clientcert import certificate_name
 from registry.context import RequestContext
 from registry.errors import ErrorCode, OCIError
 from registry.reference import validate_name
@@ -35,9 +36,10 @@ def context(request: web.Request) -> RequestContext:
         request_id=request.get(REQUEST_ID_KEY, ""),
         addr=addr,
         host=request.host,
+        scheme=request.scheme,
         method=request.method,
         useragent=request.headers.get("User-Agent", ""),
-        actor=request.get(ACTOR_KEY, ""),
+        actor=request.get(ACTOR_KEY, "") or certificate_name(request),
         origin_site=request.headers.get(ORIGIN_SITE_HEADER, ""),
     )
 
