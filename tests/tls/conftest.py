@@ -78,7 +78,12 @@ def client_context(ca: Path | None, client: tuple[Path, Path] | None = None) -> 
 def https_get(
     url: str, context: ssl.SSLContext, headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(url, headers=headers or {})
+    return https_open(urllib.request.Request(url, headers=headers or {}), context)
+
+
+def https_open(
+    request: urllib.request.Request, context: ssl.SSLContext
+) -> tuple[int, dict[str, str], bytes]:
     try:
         with urllib.request.urlopen(request, timeout=30, context=context) as resp:
             return resp.status, dict(resp.headers), resp.read()

@@ -3,6 +3,7 @@ gate the handshake or log in, and certificates rotate without cutting a pull."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import signal
@@ -28,6 +29,7 @@ from tests.tls.conftest import (
     client_context,
     expired,
     https_get,
+    https_open,
     make_certs,
     served_serial,
 )
@@ -336,3 +338,38 @@ def test_minimum_version_is_the_servers_choice(
     with pytest.raises((ssl.SSLError, ConnectionError)):
         handshake(strict.port, tls12)
     assert handshake(strict.port, client_context(certs.ca)) == "TLSv1.3"
+
+
+# -- events ---------------------------------------------------------------------------------------
+
+
+async def test_push_event_over_https_names_the_certificate_and_scheme(
+    certs: Certs, registry_factory: RegistryFactory, nats_url: str
+) -> None:
+    import nats
+
+    from nimbus import streams
+    from proto.nimbus.v1 import events_pb2
+
+    site = f"tls{os.getpid()}"
+    optional = ("--tls-client-ca", str(certs.ca), "--tls-client-auth", "optional")
+    registry = registry_factory(certs.server_args(*optional, "--nats", nats_url, "--site", site))
+    data = b"pushed by a machine with a certificate"
+    digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+    request = urllib.request.Request(
+        f"{registry.url}/v2/bots/app/blobs/uploads/?digest={digest}", data=data, method="POST"
+    )
+    context = client_context(certs.ca, certs.client("ci-bot"))
+    status, _, _ = await asyncio.to_thread(https_open, request, context)
+    assert status == 201
+    nc = await nats.connect(nats_url)
+    try:
+        sub = await nc.jetstream().pull_subscribe(
+            streams.site_subjects(site), stream=streams.EVENTS_STREAM
+        )
+        (msg,) = await sub.fetch(1, timeout=20)
+        event = events_pb2.Event.FromString(msg.data)
+    finally:
+        await nc.close()
+    assert event.actor.name == "ci-bot"
+    assert event.target.url == f"https://{registry.host}/v2/bots/app/blobs/{digest}"
