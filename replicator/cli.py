@@ -20,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--registry", help="this site's registry, where copies are read (http://127.0.0.1:5000)"
     )
+    parser.add_argument("--registry-tls-ca", help="CA bundle that verifies an https --registry")
     add_grpc_arguments(parser, "Replication", "127.0.0.1:50053")
     parser.add_argument("--instance", help="this replica's name in the status bucket")
     parser.add_argument("--log-level", help="debug, info, warning or error")
@@ -34,7 +35,8 @@ def flags(args: argparse.Namespace) -> dict[str, Any]:
         **grpc_flags(args),
         "kv_replicas": args.kv_replicas,
         "site": args.site,
-        "source": {"url": args.registry} if args.registry else None,
+        "source": {k: v for k, v in (("url", args.registry), ("tls_ca", args.registry_tls_ca)) if v}
+        or None,
         "instance": args.instance,
         "log_level": args.log_level,
         "worker": {k: v for k, v in worker.items() if v is not None} or None,

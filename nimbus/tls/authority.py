@@ -158,3 +158,13 @@ class Authority:
         # The chain: leaf first, then the CA, as servers send it.
         chain = cert.public_bytes(serialization.Encoding.PEM) + self.cert_pem
         return Issued(chain, _key_pem(key))
+
+
+def local_authority(cert_path: Path, key_path: Path) -> tuple[Authority, bool]:
+    """The CA at these paths, made there first if missing (never replaced: clients trust it);
+    and whether it was made now."""
+    if cert_path.exists() and key_path.exists():
+        return Authority.load(cert_path, key_path), False
+    authority = Authority.create()
+    authority.write(cert_path, key_path)
+    return authority, True

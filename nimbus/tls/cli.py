@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nimbus.tls.authority import Authority
+from nimbus.tls.authority import local_authority
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,14 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     directory = Path(args.data_dir) / "tls"
     ca_cert, ca_key = directory / "ca.crt", directory / "ca.key"
-    if ca_cert.exists() and ca_key.exists():
-        # Clients already trust it: never replaced.
-        authority = Authority.load(ca_cert, ca_key)
-        print(f"reusing the CA in {ca_cert}")
-    else:
-        authority = Authority.create()
-        authority.write(ca_cert, ca_key)
-        print(f"created a CA in {ca_cert}")
+    authority, created = local_authority(ca_cert, ca_key)
+    print(f"{'created a' if created else 'reusing the'} CA in {ca_cert}")
     server = authority.issue_server(args.hostname, args.ip)
     server.write(directory / "server.crt", directory / "server.key")
     names = ", ".join([*args.hostname, "localhost", *args.ip, "127.0.0.1", "::1"])

@@ -39,6 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--listen-host", help="address the services listen on (127.0.0.1; 0.0.0.0 for others)"
     )
     parser.add_argument("--data-dir", help="NATS data, site storage and logs (./data)")
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        default=None,
+        help="HTTPS on the registries, with a local CA in <data-dir>/tls",
+    )
     parser.add_argument("--admin-token", help="token every gRPC call must carry (none)")
     parser.add_argument("--log-level", help="of the services: debug, info, warning or error")
     parser.add_argument("--nats-server", metavar="PATH", help="nats-server binary (installed one)")
@@ -57,6 +63,7 @@ def flags(args: argparse.Namespace) -> dict[str, Any]:
         "active_active",
         "listen_host",
         "data_dir",
+        "tls",
         "admin_token",
         "log_level",
         "nats_server",

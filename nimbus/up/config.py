@@ -23,6 +23,8 @@ class UpConfig:
     # Bearer token every gRPC call must carry (passed to every service); none by default.
     admin_token: str = ""
     log_level: str = "info"
+    # HTTPS on every registry, with a local CA under <data_dir>/tls (made once, then reused).
+    tls: bool = False
     # The nats-server binary; found beside this Python or on PATH when empty.
     nats_server: str = ""
     # Ports. NATS stays on loopback: it has no authentication here.

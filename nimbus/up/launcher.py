@@ -11,7 +11,7 @@ from typing import TextIO
 import grpc
 
 from nimbus.natsserver import NatsServerMissingError
-from nimbus.up import preflight
+from nimbus.up import certificates, preflight
 from nimbus.up.config import UpConfig
 from nimbus.up.peers import describe_rules, ensure_peer
 from nimbus.up.report import PeerRow, ServiceRow, next_steps, peers_table, services_table
@@ -115,6 +115,9 @@ async def launch(config: UpConfig) -> int:
             _say(f"{PREFIX} {problem}", sys.stderr)
         _say(f"{PREFIX} nothing was started", sys.stderr)
         return 1
+
+    if stack.tls is not None:
+        _say(certificates.ensure(stack.tls, stack.listen_host))
 
     env = dict(os.environ)
     if config.admin_token:

@@ -6,6 +6,8 @@ changed them, e.g. to replicate deletes); only its URL and site follow the curre
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -41,7 +43,8 @@ async def ensure_peer(spec: PeerSpec, token: str) -> tuple[str, pb.Peer]:
     and the peer as the replicator has it now."""
     async with open_channel(spec.replicator, token) as channel:
         stub: Any = pb_grpc.ReplicationStub(channel)
-        wanted = pb.Peer(name=spec.name, url=spec.url, site=spec.site)
+        ca_pem = await asyncio.to_thread(Path(spec.ca_file).read_text) if spec.ca_file else ""
+        wanted = pb.Peer(name=spec.name, url=spec.url, site=spec.site, ca_pem=ca_pem)
         try:
             current: pb.Peer = await stub.GetPeer(
                 pb.GetPeerRequest(name=spec.name), timeout=CALL_TIMEOUT
@@ -50,10 +53,11 @@ async def ensure_peer(spec: PeerSpec, token: str) -> tuple[str, pb.Peer]:
             if error.code() != grpc.StatusCode.NOT_FOUND:
                 raise
         else:
-            if current.url == wanted.url and current.site == wanted.site:
+            same = (current.url, current.site, current.ca_pem)
+            if same == (wanted.url, wanted.site, wanted.ca_pem):
                 return "kept", current
             request = pb.UpdatePeerRequest(
-                peer=wanted, update_mask=FieldMask(paths=["url", "site"])
+                peer=wanted, update_mask=FieldMask(paths=["url", "site", "ca_pem"])
             )
             updated: pb.Peer = await stub.UpdatePeer(request, timeout=CALL_TIMEOUT)
             return "updated", updated

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -45,13 +46,18 @@ class HttpProbe:
     registry's /v2/ answers 401)."""
 
     url: str
+    # The CA an https URL is verified with (the local CA of `nimbus up --tls`).
+    ca_file: str = ""
 
     async def ready(self) -> bool:
         timeout = aiohttp.ClientTimeout(total=CHECK_TIMEOUT)
+        verify: ssl.SSLContext | bool = True
+        if self.ca_file:
+            verify = ssl.create_default_context(cafile=self.ca_file)
         try:
             async with (
                 aiohttp.ClientSession(timeout=timeout) as session,
-                session.get(self.url, allow_redirects=False) as response,
+                session.get(self.url, allow_redirects=False, ssl=verify) as response,
             ):
                 return response.status < 500
         except (aiohttp.ClientError, TimeoutError):

@@ -53,7 +53,7 @@ def peers_table(rows: Sequence[PeerRow]) -> str:
 
 def _registry_host(stack: Stack) -> str:
     registry = next(s for s in stack.services if s.name == "registry a")
-    return registry.endpoint.removeprefix("http://")
+    return registry.endpoint.removeprefix("http://").removeprefix("https://")
 
 
 # The process each `nimbus ctl` address flag reaches by default.
@@ -75,9 +75,11 @@ def next_steps(stack: Stack, token: bool) -> str:
     host = _registry_host(stack)
     lines = ["Try it:"]
     lines.append(f"  docker tag alpine:latest {host}/my-image && docker push {host}/my-image")
-    lines.append(
-        f"  skopeo copy --dest-tls-verify=false docker://alpine:latest docker://{host}/my-image"
-    )
+    if stack.tls is None:
+        verify = "--dest-tls-verify=false"
+    else:
+        verify = f"--dest-cert-dir={stack.tls.trust_dir}"
+    lines.append(f"  skopeo copy {verify} docker://alpine:latest docker://{host}/my-image")
     lines.append("  nimbus ctl webhooks add https://example.com/hook")
     if stack.peers:
         lines.append("  nimbus ctl peers status")
@@ -88,10 +90,30 @@ def next_steps(stack: Stack, token: bool) -> str:
         lines.append(f"On these ports nimbus ctl needs: {flags}")
     if token:
         lines.append("nimbus ctl needs the admin token too: --token or NIMBUS_ADMIN_TOKEN.")
+    if stack.tls is not None:
+        lines += trust_steps(stack)
     if stack.listen_host in WILDCARD_HOSTS:
         port = host.rsplit(":", 1)[1]
+        plain = "" if stack.tls else " (plain HTTP: docker needs it in insecure-registries)"
         lines.append(
-            f"Listening on every interface: other hosts use {socket.gethostname()}:{port} "
-            "(plain HTTP: docker needs it in insecure-registries)."
+            f"Listening on every interface: other hosts use {socket.gethostname()}:{port}{plain}."
         )
     return "\n".join(lines)
+
+
+def trust_steps(stack: Stack) -> list[str]:
+    """How each client trusts the local CA of `--tls`, per registry."""
+    assert stack.tls is not None
+    ca = stack.tls.ca
+    lines = [f"HTTPS with the local CA {ca}; each client trusts it once:"]
+    for spec in stack.services:
+        if spec.name.startswith("registry "):
+            host = spec.endpoint.removeprefix("https://")
+            lines.append(
+                f"  {spec.name}: docker: sudo mkdir -p /etc/docker/certs.d/{host} && "
+                f"sudo cp {ca} /etc/docker/certs.d/{host}/ca.crt"
+            )
+    lines.append(f"  skopeo, podman: --cert-dir={stack.tls.trust_dir} (it holds ca.crt)")
+    lines.append(f"  replicator: --registry-tls-ca {ca}; a peer's ca_pem is the content of {ca}")
+    lines.append(f"  curl, nimbus clients: --cacert {ca} / SSL_CERT_FILE={ca}")
+    return lines

@@ -47,6 +47,37 @@ class PeerSpec:
     name: str
     url: str
     site: str
+    # The CA the replicator verifies the peer with ("" for plain HTTP).
+    ca_file: str = ""
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The local CA and the registries' certificate of `nimbus up --tls`."""
+
+    directory: Path
+
+    @property
+    def ca(self) -> Path:
+        return self.directory / "ca.crt"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.directory / "ca.key"
+
+    @property
+    def cert(self) -> Path:
+        return self.directory / "server.crt"
+
+    @property
+    def trust_dir(self) -> Path:
+        """The CA alone, as skopeo's and podman's --cert-dir want it (a key there would be
+        taken for a client certificate's)."""
+        return self.directory / "trust"
+
+    @property
+    def key(self) -> Path:
+        return self.directory / "server.key"
 
 
 @dataclass(frozen=True)
@@ -57,6 +88,7 @@ class Stack:
     log_dir: Path
     listen_host: str
     connect_host: str  # the host local clients use to reach the services
+    tls: TlsFiles | None = None
 
 
 def _nimbus(*args: str) -> tuple[str, ...]:
@@ -72,6 +104,10 @@ def plan(config: UpConfig) -> Stack:
     nats_url = f"nats://{LOOPBACK}:{config.nats_port}"
     level = ("--log-level", config.log_level.lower())
     sites = SITE_NAMES[: config.sites]
+    tls = TlsFiles(data / "tls") if config.tls else None
+    scheme = "https" if tls else "http"
+    ca_file = str(tls.ca) if tls else ""
+    serve_tls = ("--tls-cert", str(tls.cert), "--tls-key", str(tls.key)) if tls else ()
     registry_ports = {
         "a": (config.registry_a_port, config.registry_a_grpc_port),
         "b": (config.registry_b_port, config.registry_b_grpc_port),
@@ -119,12 +155,13 @@ def plan(config: UpConfig) -> Stack:
                     site,
                     "--grpc-listen",
                     hostport(host, grpc_port),
+                    *serve_tls,
                     *level,
                 ),
                 host=host,
                 ports=(Port(http_port, name), Port(grpc_port, f"{name} (gRPC admin API)")),
-                probe=HttpProbe(f"http://{hostport(local, http_port)}/v2/"),
-                endpoint=f"http://{hostport(local, http_port)}",
+                probe=HttpProbe(f"{scheme}://{hostport(local, http_port)}/v2/", ca_file),
+                endpoint=f"{scheme}://{hostport(local, http_port)}",
                 grpc=hostport(local, grpc_port),
             )
         )
@@ -166,7 +203,8 @@ def plan(config: UpConfig) -> Stack:
                     "--site",
                     site,
                     "--registry",
-                    f"http://{hostport(local, registry_ports[site][0])}",
+                    f"{scheme}://{hostport(local, registry_ports[site][0])}",
+                    *(("--registry-tls-ca", ca_file) if tls else ()),
                     "--grpc-listen",
                     hostport(host, port),
                     *level,
@@ -185,11 +223,13 @@ def plan(config: UpConfig) -> Stack:
                         replicator=address,
                         from_site=site,
                         name=target,
-                        url=f"http://{hostport(local, registry_ports[target][0])}",
+                        url=f"{scheme}://{hostport(local, registry_ports[target][0])}",
                         site=target,
+                        ca_file=ca_file,
                     )
                 )
     return Stack(
+        tls=tls,
         services=tuple(services),
         peers=tuple(peers),
         data_dir=data,

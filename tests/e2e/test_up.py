@@ -255,3 +255,45 @@ async def test_a_service_that_cannot_start_is_named_with_its_log(up_factory: UpF
     for name in ("notifier", "registry a", "nats-server"):
         assert f"  {name} stopped\n" in output, output
     assert "Ready." not in output
+
+
+async def test_tls_sites_replicate_over_verified_https(
+    up_factory: UpFactory, oci_layout_factory: LayoutFactory, tmp_path: Path
+) -> None:
+    ports = Ports()
+    up = up_factory("--sites", "2", "--tls", ports=ports)
+    output = await up.wait_ready()
+    a, b = ports.address("registry_a_port"), ports.address("registry_b_port")
+    tls = tmp_path / "data" / "tls"
+    # It says how every client trusts the local CA.
+    assert f"/etc/docker/certs.d/{a}/ca.crt" in output, output
+    assert f"/etc/docker/certs.d/{b}/ca.crt" in output, output
+    assert f"--cert-dir={tls / 'trust'}" in output, output
+    assert f"https://{a}" in table_row(output, "registry a")
+    ca = (tls / "ca.crt").read_bytes()
+
+    image = make_image((2000, 500), seed=73)
+    pushed = await skopeo(
+        "copy",
+        f"--dest-cert-dir={tls / 'trust'}",
+        oci_layout_factory({"v1": image}).ref("v1"),
+        f"docker://{a}/secure:v1",
+    )
+    assert pushed.code == 0, pushed.err
+
+    async def at_b() -> str | None:
+        """site b serves the image over verified HTTPS"""
+        found = await skopeo("inspect", f"--cert-dir={tls / 'trust'}", f"docker://{b}/secure:v1")
+        return str(json.loads(found.out)["Digest"]) if found.code == 0 else None
+
+    assert await eventually(at_b) == image.digest
+    # Plain HTTP is not served, and a client without the CA refuses the certificate.
+    untrusted = await skopeo("inspect", f"docker://{b}/secure:v1")
+    assert untrusted.code != 0 and "certificate signed by unknown authority" in untrusted.err
+    await stop_cleanly(up, TWO_SITES)
+
+    # Again: the CA is reused, never replaced (clients already trust it).
+    again = up_factory("--sites", "2", "--tls", ports=ports)
+    assert "using the local CA" in await again.wait_ready()
+    assert (tls / "ca.crt").read_bytes() == ca
+    await stop_cleanly(again, TWO_SITES)
