@@ -18,8 +18,8 @@ from nats.js.kv import KeyValue
 
 from nimbus import streams
 from nimbus.kvbucket import open_bucket
-from replicator.oci.auth import Credentials
-from replicator.oci.client import RegistryClient
+from nimbus.oci.client import RegistryClient
+from nimbus.oci.transport import Credentials
 from replicator.rules import Rule
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")

@@ -18,7 +18,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from replicator.oci.auth import parse_www_authenticate
+from nimbus.oci.transport import parse_www_authenticate
 from tests.fixtures.images import Blob, Image
 from tests.fixtures.registry import RegistryProcess
 

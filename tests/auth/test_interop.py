@@ -15,10 +15,10 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from nimbus.oci.client import RegistryClient
+from nimbus.oci.errors import RegistryError
+from nimbus.oci.transport import Credentials
 from registry.auth.tokens import libtrust_kid
-from replicator.oci.auth import Credentials
-from replicator.oci.client import RegistryClient
-from replicator.oci.errors import RegistryError
 from tests.auth.clients import (
     get_token,
     http,

@@ -1,5 +1,6 @@
-"""Helpers of the event tests: registries publishing to a real nats-server, a stream reader,
-and a few raw OCI requests (pushes by HTTP where skopeo would be slow)."""
+"""Helpers of the event tests: registries publishing to a real nats-server and a stream reader.
+
+Pushes by HTTP where skopeo would be slow go through `nimbus.oci.client.RegistryClient`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 import nats
 import pytest
 
@@ -116,39 +116,6 @@ async def skopeo_copy(src: str, dest: str, *extra: str) -> None:
     )
     output, _ = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 0, output.decode(errors="replace")
-
-
-class OCI:
-    """The few raw OCI requests the tests make themselves."""
-
-    def __init__(self, session: aiohttp.ClientSession, registry: RegistryProcess) -> None:
-        self.session = session
-        self.base = registry.url
-
-    async def push_blob(self, name: str, data: bytes, digest: str) -> None:
-        async with self.session.post(
-            f"{self.base}/v2/{name}/blobs/uploads/", params={"digest": digest}, data=data
-        ) as resp:
-            assert resp.status == 201, await resp.text()
-
-    async def put_manifest(self, name: str, reference: str, media_type: str, data: bytes) -> str:
-        async with self.session.put(
-            f"{self.base}/v2/{name}/manifests/{reference}",
-            data=data,
-            headers={"Content-Type": media_type},
-        ) as resp:
-            assert resp.status == 201, await resp.text()
-            return resp.headers["Docker-Content-Digest"]
-
-    async def mount(self, name: str, digest: str, from_name: str) -> None:
-        async with self.session.post(
-            f"{self.base}/v2/{name}/blobs/uploads/", params={"mount": digest, "from": from_name}
-        ) as resp:
-            assert resp.status == 201, await resp.text()
-
-    async def delete_manifest(self, name: str, reference: str) -> None:
-        async with self.session.delete(f"{self.base}/v2/{name}/manifests/{reference}") as resp:
-            assert resp.status == 202, await resp.text()
 
 
 @pytest.fixture

@@ -9,14 +9,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 
 import tests.fixtures.distribution as distribution_fixture
 from nimbus import eventjson, streams
+from nimbus.oci.client import RegistryClient
 from tests.events.conftest import (
-    OCI,
     EventRegistryFactory,
     Received,
     count_site_events,
@@ -32,7 +31,6 @@ from tests.fixtures.images import (
     LayoutFactory,
     make_image,
     make_multiplatform,
-    sha256,
 )
 from tests.fixtures.nats import NatsServer
 from tests.fixtures.registry import RegistryProcess
@@ -119,12 +117,11 @@ async def test_image_push_pull_mount_and_deletes(
     check_common(pull, registry, site, "GET")
     check_target(pull, registry, "team/web", image.digest, OCI_MANIFEST, image.manifest.size, "v1")
 
-    async with aiohttp.ClientSession() as session:
-        oci = OCI(session, registry)
+    async with RegistryClient(registry.url) as oci:
         layer = image.layers[0]
-        await oci.mount("team/other", layer.digest, "team/web")
-        await oci.delete_manifest("team/web", "v1")
-        await oci.delete_manifest("team/web", image.digest)
+        assert await oci.mount_blob("team/other", layer.digest, "team/web") is None
+        assert await oci.delete_manifest("team/web", "v1")
+        assert await oci.delete_manifest("team/web", image.digest)
     events = await read_events(nats_server.url, site, 9)
     assert len(events) == 9
     mount, tag_delete, manifest_delete = events[6:]
@@ -192,12 +189,11 @@ async def test_index_push_without_blob_events(
 
 
 async def test_events_off_without_nats(registry: RegistryProcess) -> None:
-    async with aiohttp.ClientSession() as session:
-        oci = OCI(session, registry)
+    async with RegistryClient(registry.url) as oci:
         config = b"{}"
-        await oci.push_blob("team/quiet", config, sha256(config))
+        await oci.push_blob("team/quiet", config)
         manifest = manifest_series(1, config, config)[0]
-        await oci.put_manifest("team/quiet", "v1", OCI_MANIFEST, manifest)
+        await oci.put_manifest("team/quiet", "v1", manifest, OCI_MANIFEST)
     assert not (registry.data_dir / "_outbox").exists()
     assert metric(registry, "nimbus_events_published_total") == 0
     assert metric(registry, "nimbus_events_outboxed_total") == 0

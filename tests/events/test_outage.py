@@ -6,11 +6,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import aiohttp
-
+from nimbus.oci.client import RegistryClient
 from registry.events.outbox import HEADER, MAX_ENTRY, QUARANTINE, encode
 from tests.events.conftest import (
-    OCI,
     EventRegistryFactory,
     Received,
     count_site_events,
@@ -36,11 +34,9 @@ def outbox_entries(registry: RegistryProcess) -> list[Path]:
     return sorted(outbox_dir(registry).glob("*.event"))
 
 
-async def push_blobs(oci: OCI) -> None:
-    from hashlib import sha256
-
+async def push_blobs(oci: RegistryClient) -> None:
     for data in (CONFIG, LAYER):
-        await oci.push_blob(REPO, data, "sha256:" + sha256(data).hexdigest())
+        await oci.push_blob(REPO, data)
 
 
 async def outbox_drained(registry: RegistryProcess) -> None:
@@ -62,8 +58,7 @@ async def test_nats_down_during_100_pushes(
     nats = nats_factory()
     registry = events_registry(nats.url, "--no-blob-events")
     manifests = manifest_series(100, CONFIG, LAYER)
-    async with aiohttp.ClientSession() as session:
-        oci = OCI(session, registry)
+    async with RegistryClient(registry.url) as oci:
         await push_blobs(oci)
         for i, manifest in enumerate(manifests):
             if i == 30:
@@ -73,7 +68,7 @@ async def test_nats_down_during_100_pushes(
             if i == 85:
                 # Back to publishing directly once the backlog is out.
                 await outbox_drained(registry)
-            await oci.put_manifest(REPO, f"t{i}", MANIFEST, manifest)
+            await oci.put_manifest(REPO, f"t{i}", manifest, MANIFEST)
 
     await outbox_drained(registry)
     events = await read_events(nats.url, site, 100)
@@ -91,12 +86,11 @@ async def test_registry_killed_while_nats_down(
     nats = nats_factory()
     registry = events_registry(nats.url, "--no-blob-events")
     manifests = manifest_series(20, CONFIG, LAYER)
-    async with aiohttp.ClientSession() as session:
-        oci = OCI(session, registry)
+    async with RegistryClient(registry.url) as oci:
         await push_blobs(oci)
         nats.stop()
         for i, manifest in enumerate(manifests):
-            await oci.put_manifest(REPO, f"t{i}", MANIFEST, manifest)
+            await oci.put_manifest(REPO, f"t{i}", manifest, MANIFEST)
     # Every push was acknowledged; no chance to flush or shut down cleanly.
     registry.kill()
     saved = outbox_dir(registry).parent / "saved"
@@ -128,12 +122,11 @@ async def test_unreadable_outbox_entries_are_skipped(
 ) -> None:
     nats = nats_factory()
     registry = events_registry(nats.url, "--no-blob-events")
-    async with aiohttp.ClientSession() as session:
-        oci = OCI(session, registry)
+    async with RegistryClient(registry.url) as oci:
         await push_blobs(oci)
         nats.stop()
         for i, manifest in enumerate(manifest_series(5, CONFIG, LAYER)):
-            await oci.put_manifest(REPO, f"t{i}", MANIFEST, manifest)
+            await oci.put_manifest(REPO, f"t{i}", manifest, MANIFEST)
     registry.stop()
 
     entries = outbox_entries(registry)
@@ -154,10 +147,8 @@ async def test_unreadable_outbox_entries_are_skipped(
     assert len(list((outbox_dir(registry) / QUARANTINE).iterdir())) == 3
     assert registry.log_text().count("unreadable outbox entry skipped") == 3
     # Still serving, still publishing.
-    async with aiohttp.ClientSession() as session:
-        await OCI(session, registry).put_manifest(
-            REPO, "after", MANIFEST, manifest_series(6, CONFIG, LAYER)[5]
-        )
+    async with RegistryClient(registry.url) as oci:
+        await oci.put_manifest(REPO, "after", manifest_series(6, CONFIG, LAYER)[5], MANIFEST)
     events = await read_events(nats.url, site, 3)
     assert tags_of(events) == ["t0", "t4", "after"]
 
@@ -169,13 +160,12 @@ async def test_frozen_nats_never_holds_a_push(
     most the publish timeout), and their events follow once NATS answers again."""
     nats = nats_factory()
     registry = events_registry(nats.url, "--no-blob-events", "--publish-timeout", "0.2")
-    async with aiohttp.ClientSession() as session:
-        oci = OCI(session, registry)
+    async with RegistryClient(registry.url) as oci:
         await push_blobs(oci)
         nats.pause()
         try:
             for i, manifest in enumerate(manifest_series(5, CONFIG, LAYER)):
-                await oci.put_manifest(REPO, f"t{i}", MANIFEST, manifest)
+                await oci.put_manifest(REPO, f"t{i}", manifest, MANIFEST)
             assert metric(registry, "nimbus_events_outboxed_total") == 5
             # Frozen long enough that flushing, and then checking the stream, time out too.
             await wait_for(
@@ -197,11 +187,10 @@ async def test_registry_starts_before_nats(
     nats = NatsServer(tmp_path / "late-nats" / "store")
     registry = events_registry(nats.url, "--no-blob-events")
     try:
-        async with aiohttp.ClientSession() as session:
-            oci = OCI(session, registry)
+        async with RegistryClient(registry.url) as oci:
             await push_blobs(oci)
             for i, manifest in enumerate(manifest_series(3, CONFIG, LAYER)):
-                await oci.put_manifest(REPO, f"t{i}", MANIFEST, manifest)
+                await oci.put_manifest(REPO, f"t{i}", manifest, MANIFEST)
         assert metric(registry, "nimbus_events_outboxed_total") == 3
         nats.start()
         await outbox_drained(registry)

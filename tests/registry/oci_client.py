@@ -1,4 +1,9 @@
-"""A small OCI Distribution client over aiohttp, for driving a real registry in tests."""
+"""The deliberately raw OCI client of the tests: every reply whole, nothing checked or retried.
+
+For asserting the spec's statuses, headers and error bodies, and for requests no well-behaved
+client makes (bad ranges, wrong digests, bytes on a bare socket). Tests that only need content
+pushed or read use `nimbus.oci.client.RegistryClient`.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import aiohttp
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from nimbus.oci.mediatypes import OCTET_STREAM
 from tests.fixtures.images import Blob, Image, ImageIndex, sha256
 
 
@@ -64,7 +70,7 @@ class OCIClient:
             "POST",
             f"/v2/{name}/blobs/uploads/?digest={digest}",
             data=data,
-            headers={"Content-Type": "application/octet-stream"},
+            headers={"Content-Type": OCTET_STREAM},
         )
         assert reply.status == 201, (reply.status, reply.body)
         assert reply.headers["Docker-Content-Digest"] == digest
@@ -83,14 +89,14 @@ class OCIClient:
     async def patch(
         self, location: str, data: bytes, first: int | None = None, **kwargs: Any
     ) -> Reply:
-        headers = {"Content-Type": "application/octet-stream"}
+        headers = {"Content-Type": OCTET_STREAM}
         if first is not None:
             headers["Content-Range"] = f"{first}-{first + len(data) - 1}"
         return await self.request("PATCH", location, data=data, headers=headers, **kwargs)
 
     async def finish(self, location: str, digest: str, data: bytes = b"") -> Reply:
         sep = "&" if "?" in location else "?"
-        headers = {"Content-Type": "application/octet-stream"}
+        headers = {"Content-Type": OCTET_STREAM}
         return await self.request(
             "PUT", f"{location}{sep}digest={digest}", data=data, headers=headers
         )
