@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 
 import aiohttp
 
@@ -54,6 +55,10 @@ def is_transient(error: BaseException) -> bool:
     if isinstance(error, RegistryError):
         return error.transient
     if isinstance(error, DigestMismatchError | SizeMismatchError):
+        return False
+    # A certificate that does not verify (wrong CA, wrong name, expired) stays so until an
+    # operator fixes the peer's settings: a failure record to retry then, not a retry loop.
+    if isinstance(error, aiohttp.ClientConnectorCertificateError | ssl.SSLCertVerificationError):
         return False
     return isinstance(
         error,
