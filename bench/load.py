@@ -14,6 +14,7 @@ import json
 import math
 import multiprocessing
 import shutil
+import ssl
 import subprocess
 import tempfile
 import time
@@ -279,11 +280,22 @@ class _Connection(asyncio.BufferedProtocol):
         self.closed.set()
 
 
+def _client_tls(target: Target) -> ssl.SSLContext | None:
+    """For https: TLS without verification (the load measures the server, not the client's
+    certificate checks, and connections are kept alive)."""
+    if urlsplit(target.url).scheme != "https":
+        return None
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def _request_bytes(target: Target) -> tuple[str, int, bytes]:
     parts = urlsplit(target.url)
-    if parts.scheme != "http" or parts.hostname is None:
-        raise ValueError(f"plain http URLs only: {target.url}")
-    port = parts.port or 80
+    if parts.scheme not in ("http", "https") or parts.hostname is None:
+        raise ValueError(f"http or https URLs only: {target.url}")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
@@ -293,7 +305,12 @@ def _request_bytes(target: Target) -> tuple[str, int, bytes]:
 
 
 async def _connection_loop(
-    host: str, port: int, request: bytes, head_only: bool, stats: _Stats
+    host: str,
+    port: int,
+    request: bytes,
+    head_only: bool,
+    stats: _Stats,
+    tls: ssl.SSLContext | None = None,
 ) -> BaseException | None:
     """Keep one connection busy until the run stops, reconnecting after a failure."""
     loop = asyncio.get_running_loop()
@@ -301,7 +318,7 @@ async def _connection_loop(
         closed = asyncio.Event()
         conn = _Connection(request, head_only, stats, closed)
         try:
-            transport, _ = await loop.create_connection(conn.itself, host, port)
+            transport, _ = await loop.create_connection(conn.itself, host, port, ssl=tls)
         except OSError:
             stats.errors += 1
             await asyncio.sleep(0.01)
@@ -319,13 +336,16 @@ async def _load(
     target: Target, connections: int, duration: float, grace: float, start_at: float
 ) -> tuple[_Stats, float]:
     host, port, request = _request_bytes(target)
+    tls = _client_tls(target)
     stats = _Stats()
     loop = asyncio.get_running_loop()
     # Processes start at different times; they all begin loading together.
     await asyncio.sleep(max(0.0, start_at - time.time()))
     started = loop.time()
     tasks = [
-        asyncio.ensure_future(_connection_loop(host, port, request, target.method == "HEAD", stats))
+        asyncio.ensure_future(
+            _connection_loop(host, port, request, target.method == "HEAD", stats, tls)
+        )
         for _ in range(connections)
     ]
     finished, _ = await asyncio.wait(tasks, timeout=duration)

@@ -33,6 +33,7 @@ from typing import Any
 
 from bench import load, servers
 from bench.image import MIB, BenchImage, write_layout
+from bench.tls import make_tls
 from nimbus.oci.mediatypes import MANIFEST_ACCEPT, OCI_MANIFEST
 
 # What skopeo, containerd and docker send when they pull by tag.
@@ -63,6 +64,8 @@ class Settings:
     access_log: bool = True
     nimbus_env: tuple[tuple[str, str], ...] = ()
     kinds: tuple[str, ...] = KINDS
+    # Both servers on HTTPS with the same certificate (no sendfile for blobs then).
+    tls: bool = False
     keep: bool = False
     results_dir: Path = RESULTS_DIR
 
@@ -128,6 +131,9 @@ def parse_args(argv: list[str]) -> Settings:
         default=",".join(KINDS),
         help="which servers to run, comma-separated (nimbus,distribution)",
     )
+    parser.add_argument(
+        "--tls", action="store_true", help="both servers on HTTPS with the same certificate"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
@@ -158,6 +164,7 @@ def parse_args(argv: list[str]) -> Settings:
         load=args.load,
         access_log=not args.no_access_log,
         nimbus_env=tuple(nimbus_env),
+        tls=args.tls,
         kinds=kinds,
         keep=args.keep,
         results_dir=args.results_dir,
@@ -224,15 +231,20 @@ def _skopeo(*args: str) -> float:
     return elapsed
 
 
+def _trust(server: servers.Server, side: str) -> str:
+    """skopeo's TLS flag: verify against the bench CA over HTTPS, plain HTTP otherwise."""
+    if server.tls is None:
+        return f"--{side}-tls-verify=false"
+    return f"--{side}-cert-dir={server.tls.trust_dir}"
+
+
 def push(image: BenchImage, server: servers.Server) -> float:
-    return _skopeo(
-        "--dest-tls-verify=false", image.ref, f"docker://{server.host}/{REPOSITORY}:{TAG}"
-    )
+    return _skopeo(_trust(server, "dest"), image.ref, f"docker://{server.host}/{REPOSITORY}:{TAG}")
 
 
 def pull(image: BenchImage, server: servers.Server, into: Path) -> float:
     elapsed = _skopeo(
-        "--src-tls-verify=false", f"docker://{server.host}/{REPOSITORY}:{TAG}", f"oci:{into}:{TAG}"
+        _trust(server, "src"), f"docker://{server.host}/{REPOSITORY}:{TAG}", f"oci:{into}:{TAG}"
     )
     index = json.loads((into / "index.json").read_text())
     pulled = {m["digest"] for m in index["manifests"]}
@@ -246,7 +258,7 @@ def check_manifest(image: BenchImage, server: servers.Server) -> None:
     request = urllib.request.Request(
         f"{server.url}/v2/{REPOSITORY}/manifests/{TAG}", headers={"Accept": ACCEPT}
     )
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with server.open(request, timeout=10) as response:
         digest = response.headers.get("Docker-Content-Digest")
         content_type = response.headers.get("Content-Type", "")
         body = response.read()
@@ -266,6 +278,7 @@ class Run:
     def __init__(self, settings: Settings, workdir: Path) -> None:
         self.settings = settings
         self.workdir = workdir
+        self.tls = make_tls(workdir / "tls") if settings.tls else None
         self.live: dict[str, servers.Server] = {}
         self.peak_rss_kib: dict[str, int] = dict.fromkeys(settings.kinds, 0)
         self.rss_by_phase: dict[str, dict[str, int]] = {k: {} for k in settings.kinds}
@@ -292,7 +305,9 @@ class Run:
             old.stop()
             shutil.rmtree(old.data_dir, ignore_errors=True)
         s = self.settings
-        server = servers.make(kind, self.workdir, name, s.workers, s.access_log, dict(s.nimbus_env))
+        server = servers.make(
+            kind, self.workdir, name, s.workers, s.access_log, dict(s.nimbus_env), self.tls
+        )
         self.live[kind] = server.start()
         return server
 
@@ -448,6 +463,7 @@ def describe(settings: Settings, image: BenchImage, info: dict[str, Any], date: 
             f"{settings.duration:g} s. Blob GET ({get_tool}): one {settings.layer_mib} MiB "
             f"layer, {settings.blob_connections} connections, {settings.duration:g} s. "
             f"Access logs {'on' if settings.access_log else 'off'} for both."
+            + (" Both on HTTPS (TLS, one certificate, P-256)." if settings.tls else "")
             + (
                 " Nimbus environment: " + " ".join(f"{k}={v}" for k, v in settings.nimbus_env) + "."
                 if settings.nimbus_env

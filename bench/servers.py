@@ -17,6 +17,9 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from bench.tls import BenchTLS
 
 LOOPBACK = "127.0.0.1"
 NIMBUS = "nimbus"
@@ -112,6 +115,8 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)
     expected_listeners: int = 1
     proc: subprocess.Popen[bytes] | None = None
+    # Serving HTTPS with the bench's certificate.
+    tls: BenchTLS | None = None
 
     @property
     def host(self) -> str:
@@ -120,7 +125,12 @@ class Server:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
+
+    def open(self, request: urllib.request.Request | str, timeout: float) -> Any:
+        """urlopen, verifying the bench's CA over HTTPS."""
+        context = self.tls.client_context() if self.tls else None
+        return urllib.request.urlopen(request, timeout=timeout, context=context)
 
     def start(self, timeout: float = 30.0) -> Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -147,7 +157,7 @@ class Server:
 
     def _answers(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.url}/v2/", timeout=1) as response:
+            with self.open(f"{self.url}/v2/", timeout=1) as response:
                 return bool(response.status == 200)
         except OSError:
             return False
@@ -193,6 +203,7 @@ def nimbus(
     workers: int = 1,
     access_log: bool = True,
     env: dict[str, str] | None = None,
+    tls: BenchTLS | None = None,
 ) -> Server:
     """`nimbus registry` with its own storage under `workdir`/`name` (not started yet)."""
     port = free_port()
@@ -209,12 +220,17 @@ def nimbus(
         "--workers",
         str(workers),
     ]
+    if tls is not None:
+        argv += ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
     settings = {"NIMBUS_ACCESS_LOG": "true" if access_log else "false", **(env or {})}
-    return Server(NIMBUS, argv, port, data, root / "server.log", settings, workers)
+    return Server(NIMBUS, argv, port, data, root / "server.log", settings, workers, tls=tls)
 
 
-def distribution_config(data: Path, port: int, access_log: bool = True) -> str:
+def distribution_config(
+    data: Path, port: int, access_log: bool = True, tls: BenchTLS | None = None
+) -> str:
     """Distribution's YAML: filesystem storage, delete on, no auth, log level warn."""
+    tls_lines = ["  tls:", f"    certificate: {tls.cert}", f"    key: {tls.key}"] if tls else []
     return "\n".join(
         [
             "version: 0.1",
@@ -232,12 +248,15 @@ def distribution_config(data: Path, port: int, access_log: bool = True) -> str:
             "    blobdescriptor: inmemory",
             "http:",
             f"  addr: {LOOPBACK}:{port}",
+            *tls_lines,
             "",
         ]
     )
 
 
-def distribution(workdir: Path, name: str, access_log: bool = True) -> Server:
+def distribution(
+    workdir: Path, name: str, access_log: bool = True, tls: BenchTLS | None = None
+) -> Server:
     """Debian's `docker-registry` with a config and storage under `workdir`/`name`."""
     binary = shutil.which(DISTRIBUTION_BINARY)
     if binary is None:
@@ -247,8 +266,9 @@ def distribution(workdir: Path, name: str, access_log: bool = True) -> Server:
     root.mkdir(parents=True, exist_ok=True)
     data = root / "data"
     config = root / "config.yml"
-    config.write_text(distribution_config(data, port, access_log))
-    return Server(DISTRIBUTION, [binary, "serve", str(config)], port, data, root / "server.log")
+    config.write_text(distribution_config(data, port, access_log, tls))
+    argv = [binary, "serve", str(config)]
+    return Server(DISTRIBUTION, argv, port, data, root / "server.log", tls=tls)
 
 
 def make(
@@ -258,9 +278,10 @@ def make(
     workers: int = 1,
     access_log: bool = True,
     nimbus_env: dict[str, str] | None = None,
+    tls: BenchTLS | None = None,
 ) -> Server:
     if kind == NIMBUS:
-        return nimbus(workdir, name, workers, access_log, nimbus_env)
+        return nimbus(workdir, name, workers, access_log, nimbus_env, tls)
     if kind == DISTRIBUTION:
-        return distribution(workdir, name, access_log)
+        return distribution(workdir, name, access_log, tls)
     raise ValueError(f"unknown server {kind!r}")

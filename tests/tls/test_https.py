@@ -373,3 +373,22 @@ async def test_push_event_over_https_names_the_certificate_and_scheme(
         await nc.close()
     assert event.actor.name == "ci-bot"
     assert event.target.url == f"https://{registry.host}/v2/bots/app/blobs/{digest}"
+
+
+def test_blob_reads_over_tls_whole_and_by_range(
+    certs: Certs, registry_factory: RegistryFactory
+) -> None:
+    # Over TLS blobs leave by the streamed path, not sendfile: the same bytes and ranges.
+    registry = registry_factory(certs.server_args())
+    size = 3 * MIB + 12345
+    ref = push_large_blob(registry, certs, size - size % MIB)
+    context = client_context(certs.ca)
+    status, headers, body = https_get(f"{registry.url}/v2/big/blobs/{ref}", context)
+    assert status == 200 and f"sha256:{hashlib.sha256(body).hexdigest()}" == ref
+    assert headers["Content-Length"] == str(len(body))
+    status, headers, part = https_get(
+        f"{registry.url}/v2/big/blobs/{ref}", context, {"Range": "bytes=1048570-1048589"}
+    )
+    assert status == 206
+    assert headers["Content-Range"] == f"bytes 1048570-1048589/{len(body)}"
+    assert part == body[1048570:1048590]
