@@ -46,6 +46,9 @@ class ConsumerConfig:
     # Events held at once (waiting for their deliveries); the stream pauses beyond this.
     max_ack_pending: int = 10_000
     fetch_batch: int = 256
+    # Tries of a delivery that fails inside the notifier (not at the receiver) before it is
+    # recorded as dead and its lane moves on; NATS being away is waited out instead.
+    job_attempts: int = 3
 
 
 @dataclass
@@ -94,6 +97,7 @@ class NotifierConfig(NatsClientConfig):
             "delivery.breaker_failures": d.breaker_failures,
             "consumer.max_ack_pending": self.consumer.max_ack_pending,
             "consumer.fetch_batch": self.consumer.fetch_batch,
+            "consumer.job_attempts": self.consumer.job_attempts,
         }
         for key, count in counts.items():
             if count < 1:

@@ -16,6 +16,10 @@ delivery is sent only under its claim in the deliveries bucket: taken atomically
 first attempt and renewed with the progress acks. A replica that finds another's claim sends
 nothing: it holds the message until the record is final (then acknowledges it), or takes the
 claim over once its owner has not renewed it for a whole lease (the owner died or lost NATS).
+
+A delivery that fails inside the notifier (an event that cannot be rendered, a webhook stored
+without validation) is tried a few times, then recorded dead with the error (`internal error:`
+in its attempt), and its lane goes on with the next event.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import deque
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
@@ -39,7 +43,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from nimbus.natsfetch import fetch_available
+from nimbus.lanes import LaneConsumer, LaneHandler, LaneSettings, Unreadable
 from nimbus.streams import EVENTS_STREAM, EVENTS_SUBJECTS, NOTIFIER_CONSUMER
 from notifier import bodies, signing
 from notifier.config import NotifierConfig
@@ -67,6 +71,8 @@ FINAL = (webhooks_pb2.DELIVERY_STATUS_SUCCEEDED, webhooks_pb2.DELIVERY_STATUS_DE
 # Renewals go out with the progress acks, every third of an ack wait, so several in a row may be
 # late or lost first.
 LEASE_ACK_WAITS = 2
+# Seconds between tries at most while NATS is away, and before a message handed back returns.
+NATS_RETRY_MAX = 10.0
 
 
 class _Retry(Exception):
@@ -86,21 +92,12 @@ class _Lost(Exception):
     it: look again before sending anything more."""
 
 
-class Tracker:
-    """One event message: acknowledged when its last delivery has a final record."""
-
-    __slots__ = ("msg", "pending")
-
-    def __init__(self, msg: Msg, pending: int) -> None:
-        self.msg = msg
-        self.pending = pending
-
-
 @dataclass(slots=True)
 class Job:
+    """One event to one webhook."""
+
     webhook_id: str
     event: events_pb2.Event
-    tracker: Tracker
     # Bodies by format, rendered once for all the event's webhooks.
     renders: dict[int, tuple[bytes, str]]
 
@@ -115,6 +112,26 @@ class _Owned:
     revision: int
 
 
+def base_record(
+    webhook: webhooks_pb2.Webhook, event: events_pb2.Event, ident: str
+) -> webhooks_pb2.Delivery:
+    """A delivery's record without its request (no body: none may have been made)."""
+    record = webhooks_pb2.Delivery(
+        id=ident,
+        webhook_id=webhook.id,
+        event_id=event.id,
+        action=event.action,
+        repository=event.target.repository,
+        tag=event.target.tag,
+        digest=event.target.digest,
+        status=webhooks_pb2.DELIVERY_STATUS_RETRYING,
+        url=webhook.url,
+    )
+    record.created_at.GetCurrentTime()
+    record.updated_at.CopyFrom(record.created_at)
+    return record
+
+
 def new_record(
     webhook: webhooks_pb2.Webhook,
     event: events_pb2.Event,
@@ -126,21 +143,9 @@ def new_record(
     if webhook.body_format not in renders:
         renders[webhook.body_format] = bodies.render(event, webhook.body_format)
     body, content_type = renders[webhook.body_format]
-    record = webhooks_pb2.Delivery(
-        id=ident,
-        webhook_id=webhook.id,
-        event_id=event.id,
-        action=event.action,
-        repository=event.target.repository,
-        tag=event.target.tag,
-        digest=event.target.digest,
-        status=webhooks_pb2.DELIVERY_STATUS_RETRYING,
-        url=webhook.url,
-        body=body,
-        body_excerpt=body[:EXCERPT_CHARS].decode("utf-8", errors="replace"),
-    )
-    record.created_at.GetCurrentTime()
-    record.updated_at.CopyFrom(record.created_at)
+    record = base_record(webhook, event, ident)
+    record.body = body
+    record.body_excerpt = body[:EXCERPT_CHARS].decode("utf-8", errors="replace")
     headers = {"Content-Type": content_type, EVENT_TYPE_HEADER: event.action, **webhook.headers}
     record.request_headers.extend(webhooks_pb2.Header(name=k, value=v) for k, v in headers.items())
     return record
@@ -152,7 +157,7 @@ def ping_event(webhook: webhooks_pb2.Webhook) -> events_pb2.Event:
     return event
 
 
-class Dispatcher:
+class Dispatcher(LaneHandler[Job]):
     def __init__(
         self,
         js: JetStreamContext,
@@ -171,7 +176,6 @@ class Dispatcher:
         self._backoff = wait_exponential_jitter(
             initial=d.backoff_initial, max=d.backoff_max, jitter=d.backoff_initial
         )
-        self._inflight: dict[int, Tracker] = {}
         # Names this process in claims: a restarted replica is another owner than before.
         self._owner = f"{config.instance}/{uuid.uuid4().hex[:8]}"
         self._lease = LEASE_ACK_WAITS * config.consumer.ack_wait
@@ -179,9 +183,17 @@ class Dispatcher:
         self._poll = min(1.0, config.consumer.ack_wait / 3)
         # Claims held, by delivery id; renewed with the progress acks.
         self._claims: dict[str, Claim] = {}
-        self._lanes: dict[tuple[str, str], deque[Job]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._room = asyncio.Event()
+        c = config.consumer
+        settings = LaneSettings(
+            ack_wait=c.ack_wait,
+            max_in_flight=c.max_ack_pending,
+            fetch_batch=c.fetch_batch,
+            attempts=c.job_attempts,
+            retry_initial=d.backoff_initial,
+            # Also how long NATS may be back before a waiting lane notices.
+            retry_max=min(d.backoff_max, NATS_RETRY_MAX),
+        )
+        self._consumer = LaneConsumer(self, settings, log, {"consumer": NOTIFIER_CONSUMER})
         self._sub: JetStreamContext.PullSubscription | None = None
 
     # -- consuming ---------------------------------------------------------------------------
@@ -220,136 +232,73 @@ class Dispatcher:
             await self.open()
         sub = self._sub
         assert sub is not None
-        heartbeat = asyncio.create_task(self._heartbeat(), name="progress-acks")
-        limit = self._config.consumer.max_ack_pending
-        batch = self._config.consumer.fetch_batch
         log.info("consuming events", extra={"consumer": NOTIFIER_CONSUMER})
         try:
-            while True:
-                room = limit - len(self._inflight)
-                if room <= 0:
-                    self._room.clear()
-                    await self._room.wait()
-                    continue
-                try:
-                    msgs = await fetch_available(sub, min(batch, room), wait=5)
-                except TimeoutError:
-                    continue
-                except Exception:
-                    # NATS away or restarting: the client reconnects by itself; ask again soon.
-                    log.warning("fetching events failed; retrying", exc_info=True)
-                    await asyncio.sleep(1)
-                    continue
-                for msg in msgs:
-                    await self._dispatch(msg)
+            await self._consumer.run(sub)
         finally:
-            heartbeat.cancel()
-            await self._hand_back()
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
-    async def _hand_back(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+    # -- the lane handler ----------------------------------------------------------------------
+
+    def route(self, msg: Msg) -> list[tuple[Hashable, Job]]:
+        """One job per enabled webhook whose filter matches, on the lane of (webhook,
+        repository)."""
+        try:
+            event = events_pb2.Event.FromString(msg.data)
+        except DecodeError:
+            raise Unreadable("not a nimbus.v1.Event") from None
+        hooks = [w for w in self._webhooks.cached() if w.enabled and matches(w.filter, event)]
+        renders: dict[int, tuple[bytes, str]] = {}
+        return [
+            ((webhook.id, event.target.repository), Job(webhook.id, event, renders))
+            for webhook in hooks
+        ]
+
+    async def handle(self, job: Job) -> None:
+        await self._deliver(job)
+
+    def describe(self, job: Job) -> dict[str, str]:
+        return {"webhook": job.webhook_id, "event": job.event.id}
+
+    async def give_up(self, job: Job, error: Exception) -> None:
+        """A delivery the notifier itself failed: recorded dead with the error, for the API."""
+        ident = delivery_id(job.webhook_id, job.event.id)
+        webhook = self._current(job.webhook_id)
+        if webhook is not None:
+            record, revision = await self._deliveries.read(webhook.id, ident)
+            if record is None or record.status not in FINAL:
+                if record is None:
+                    record = base_record(webhook, job.event, ident)
+                attempt = webhooks_pb2.DeliveryAttempt(
+                    number=len(record.attempts) + 1,
+                    instance=self._config.instance,
+                    error=f"internal error: {type(error).__name__}: {error}",
+                )
+                attempt.started_at.GetCurrentTime()
+                record.attempts.append(attempt)
+                record.status = webhooks_pb2.DELIVERY_STATUS_DEAD
+                record.updated_at.GetCurrentTime()
+                try:
+                    await self._deliveries.write(record, revision)
+                except Conflict:
+                    # Another replica recorded it meanwhile: its record stands.
+                    log.info("delivery recorded by another replica", extra={"delivery": ident})
+        claim = self._claims.pop(ident, None)
+        if claim is not None:
+            await self._deliveries.release(claim)
+
+    async def renew(self) -> None:
+        await asyncio.gather(
+            *(self._deliveries.renew(claim) for claim in list(self._claims.values())),
+            return_exceptions=True,  # NATS away: `Claim.live` stops new attempts meanwhile
+        )
+
+    async def stopped(self) -> None:
         # Released, the other replicas take these deliveries at once instead of after a lease.
         claims = list(self._claims.values())
         self._claims.clear()
         await asyncio.gather(*(self._deliveries.release(claim) for claim in claims))
-        for tracker in self._inflight.values():
-            with contextlib.suppress(Exception):
-                await tracker.msg.nak()
-        self._inflight.clear()
-
-    async def _heartbeat(self) -> None:
-        interval = self._config.consumer.ack_wait / 3
-        while True:
-            await asyncio.sleep(interval)
-            renewing = asyncio.gather(
-                *(self._deliveries.renew(claim) for claim in list(self._claims.values())),
-                return_exceptions=True,  # NATS away: `Claim.live` stops new attempts meanwhile
-            )
-            for tracker in list(self._inflight.values()):
-                with contextlib.suppress(Exception):
-                    await tracker.msg.in_progress()
-            await renewing
-
-    async def _dispatch(self, msg: Msg) -> None:
-        meta = msg.metadata
-        held = self._inflight.get(meta.sequence.stream)
-        if held is not None:
-            # Handed out again while still being worked on here: keep working, ack the newest.
-            held.msg = msg
-            return
-        try:
-            event = events_pb2.Event.FromString(msg.data)
-        except DecodeError:
-            log.error("unreadable event skipped", extra={"seq": meta.sequence.stream})
-            await msg.term()
-            return
-        hooks = [w for w in self._webhooks.cached() if w.enabled and matches(w.filter, event)]
-        if not hooks:
-            await msg.ack()
-            return
-        tracker = Tracker(msg, len(hooks))
-        self._inflight[meta.sequence.stream] = tracker
-        renders: dict[int, tuple[bytes, str]] = {}
-        for webhook in hooks:
-            job = Job(webhook.id, event, tracker, renders)
-            self._enqueue(job, event.target.repository)
-
-    def _enqueue(self, job: Job, repository: str) -> None:
-        key = (job.webhook_id, repository)
-        lane = self._lanes.get(key)
-        if lane is not None:
-            lane.append(job)
-            return
-        self._lanes[key] = deque([job])
-        task = asyncio.create_task(self._run_lane(key), name=f"lane {key[0]} {repository}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run_lane(self, key: tuple[str, str]) -> None:
-        lane = self._lanes[key]
-        try:
-            while lane:
-                job = lane[0]
-                await self._job(job)
-                lane.popleft()
-                await self._finish(job.tracker)
-        finally:
-            if self._lanes.get(key) is lane:
-                del self._lanes[key]
-
-    async def _finish(self, tracker: Tracker) -> None:
-        tracker.pending -= 1
-        if tracker.pending > 0:
-            return
-        seq = tracker.msg.metadata.sequence.stream
-        self._inflight.pop(seq, None)
-        self._room.set()
-        try:
-            await tracker.msg.ack()
-        except Exception:
-            # Not lost: the records are final, so the redelivered message is skipped.
-            log.warning("could not acknowledge event", extra={"seq": seq}, exc_info=True)
-
-    async def _job(self, job: Job) -> None:
-        """Deliver one event to one webhook until a final record is written."""
-        while True:
-            try:
-                await self._deliver(job)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # Typically NATS unreachable while writing a record: try again, do not ack.
-                log.warning(
-                    "delivery interrupted; retrying",
-                    extra={"webhook": job.webhook_id, "event": job.event.id},
-                    exc_info=True,
-                )
-                await asyncio.sleep(1)
 
     async def _deliver(self, job: Job) -> None:
         ident = delivery_id(job.webhook_id, job.event.id)
@@ -540,6 +489,8 @@ class Dispatcher:
         webhook = self._current(record.webhook_id) or await self._webhooks.get(record.webhook_id)
         if webhook is None:
             raise NotFound(f"the webhook of delivery {ident!r} no longer exists")
+        if not record.body:
+            raise InvalidArgument(f"delivery {ident!r} failed before its body was made")
         receiver = self._receivers.get(record.url)
         outcome = await self._send_as(record, receiver, list(webhook.secrets))
         await receiver.breaker.record(healthy=not outcome.receiver_failure)
@@ -561,4 +512,4 @@ class Dispatcher:
     @property
     def held(self) -> int:
         """Events held (not yet acknowledged) by this replica."""
-        return len(self._inflight)
+        return self._consumer.held

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any
@@ -47,14 +49,46 @@ def make_event(
     return event
 
 
-async def publish(js: JetStreamContext, events: Sequence[events_pb2.Event]) -> None:
-    """Straight onto the stream, as the registry does (one subject per site and action)."""
+async def publish(js: JetStreamContext, events: Sequence[events_pb2.Event]) -> int:
+    """Straight onto the stream, as the registry does (one subject per site and action); the
+    stream sequence of the last event."""
+    seq = 0
     for event in events:
-        await js.publish(
+        ack = await js.publish(
             streams.subject(event.source.site, event.action),
             event.SerializeToString(),
             headers={streams.MSG_ID_HEADER: event.id},
         )
+        seq = ack.seq
+    return seq
+
+
+async def wait_settled(js: JetStreamContext, seq: int, within: float = 30.0) -> None:
+    """Until the notifier acknowledged every event up to stream sequence ``seq``: each had every
+    delivery it will ever make answered and recorded (an event is acknowledged only then)."""
+    deadline = time.monotonic() + within
+    while True:
+        info = await js.consumer_info(streams.EVENTS_STREAM, streams.NOTIFIER_CONSUMER)
+        floor = info.ack_floor.stream_seq if info.ack_floor else 0
+        if floor >= seq:
+            return
+        assert time.monotonic() < deadline, f"events acknowledged up to {floor} of {seq}"
+        await asyncio.sleep(0.05)
+
+
+async def wait_deliveries(
+    stub: webhooks_pb2_grpc.WebhooksStub,
+    request: webhooks_pb2.ListDeliveriesRequest,
+    within: float = 30.0,
+) -> list[webhooks_pb2.Delivery]:
+    """Until ListDeliveries answers something for ``request``; that answer."""
+    deadline = time.monotonic() + within
+    while True:
+        listed = await stub.ListDeliveries(request)
+        if listed.deliveries:
+            return list(listed.deliveries)
+        assert time.monotonic() < deadline, f"no deliveries within {within}s for {request}"
+        await asyncio.sleep(0.05)
 
 
 @pytest.fixture

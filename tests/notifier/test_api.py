@@ -20,7 +20,13 @@ from notifier import signing
 from proto.nimbus.v1 import webhooks_pb2, webhooks_pb2_grpc
 from tests.fixtures.nats import NatsServer
 from tests.fixtures.notifier import NotifierFactory, NotifierProcess
-from tests.notifier.conftest import ReceiverFactory, add_webhook, make_event, publish
+from tests.notifier.conftest import (
+    ReceiverFactory,
+    add_webhook,
+    make_event,
+    publish,
+    wait_deliveries,
+)
 
 Stub = webhooks_pb2_grpc.WebhooksStub
 
@@ -198,15 +204,10 @@ async def test_ctl_webhooks_commands(
     event = make_event("team/app", tag="v1")
     await publish(js, [event])
     async with grpc.aio.insecure_channel(notifier.address) as channel:
-        for _ in range(200):
-            listed = await Stub(channel).ListDeliveries(
-                webhooks_pb2.ListDeliveriesRequest(
-                    webhook_id=hook, statuses=[webhooks_pb2.DELIVERY_STATUS_DEAD]
-                )
-            )
-            if listed.deliveries:
-                break
-            await asyncio.sleep(0.1)
+        dead = webhooks_pb2.ListDeliveriesRequest(
+            webhook_id=hook, statuses=[webhooks_pb2.DELIVERY_STATUS_DEAD]
+        )
+        await wait_deliveries(Stub(channel), dead)
     (record,) = await ctl_json(notifier, "webhooks", "deliveries", hook, "--status", "dead")
     assert record["event_id"] == event.id
     code, out, _ = await ctl(notifier, "webhooks", "delivery", record["id"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -14,12 +13,20 @@ from standardwebhooks.webhooks import Webhook as StandardWebhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from notifier import signing
+from notifier.deliveries import delivery_id
 from proto.nimbus.v1 import webhooks_pb2, webhooks_pb2_grpc
 from tests.fixtures.images import make_image
 from tests.fixtures.nats import NatsServer
-from tests.fixtures.notifier import NotifierFactory
+from tests.fixtures.notifier import NotifierFactory, NotifierProcess
 from tests.fixtures.registry import RegistryFactory
-from tests.notifier.conftest import ReceiverFactory, add_webhook, make_event, publish
+from tests.notifier.conftest import (
+    ReceiverFactory,
+    add_webhook,
+    make_event,
+    publish,
+    wait_deliveries,
+    wait_settled,
+)
 from tests.registry.oci_client import OCIClient
 
 Stub = webhooks_pb2_grpc.WebhooksStub
@@ -118,7 +125,7 @@ async def test_filters_select_the_right_webhooks(
             "base/os", tag="3", media_type="application/vnd.oci.image.index.v1+json"
         ),
     }
-    await publish(js, list(events.values()))
+    last = await publish(js, list(events.values()))
     names = {e.id: name for name, e in events.items()}
 
     def seen(receiver_requests: list) -> set[str]:
@@ -129,8 +136,8 @@ async def test_filters_select_the_right_webhooks(
     assert seen(await release.wait_delivered(2)) == {"team-v", "other-v"}
     assert seen(await deletes.wait_delivered(1)) == {"del"}
     assert seen(await index.wait_delivered(1)) == {"index"}
-    # Everything has reached the broad receiver; give the others no more than the same chance.
-    await asyncio.sleep(0.3)
+    # Every event acknowledged: each had all the deliveries it will ever make.
+    await wait_settled(js, last)
     assert len(team.requests) == 3 and len(release.requests) == 2
     assert len(deletes.requests) == 1 and len(index.requests) == 1
     assert off.requests == []
@@ -220,16 +227,57 @@ async def test_429_retry_after_is_honoured_and_4xx_is_not_retried(
     # Waited as asked: the receiver's own clock saw at least a second between the two.
     assert second.at - first.at >= 0.9
     await gone.wait_requests(1)
-    for _ in range(100):
-        listed = await stub.ListDeliveries(
-            webhooks_pb2.ListDeliveriesRequest(webhook_id=wh_gone.id)
-        )
-        if listed.deliveries and listed.deliveries[0].status == webhooks_pb2.DELIVERY_STATUS_DEAD:
-            break
-        await asyncio.sleep(0.05)
-    (record,) = listed.deliveries
+    dead = webhooks_pb2.ListDeliveriesRequest(
+        webhook_id=wh_gone.id, statuses=[webhooks_pb2.DELIVERY_STATUS_DEAD]
+    )
+    (record,) = await wait_deliveries(stub, dead)
     assert record.status == webhooks_pb2.DELIVERY_STATUS_DEAD
     assert len(gone.requests) == 1
+
+
+async def test_an_event_the_notifier_cannot_render_is_recorded_dead_and_its_lane_goes_on(
+    js: JetStreamContext,
+    notifier: NotifierProcess,
+    stub: Stub,
+    receiver_factory: ReceiverFactory,
+) -> None:
+    receiver = await receiver_factory()
+    wh = await add_webhook(stub, receiver.url)
+    # A timestamp past the year 9999 has no JSON form: rendering the body fails every time.
+    broken = make_event("team/app", tag="v1", seq=1)
+    broken.timestamp.seconds = 10**12
+    # The same repository and webhook, so the same lane, right behind it.
+    later = make_event("team/app", tag="v2", seq=2)
+    last = await publish(js, [broken, later])
+
+    (got,) = await receiver.wait_delivered(1, within=20)
+    assert got.json()["events"][0]["id"] == later.id
+    await wait_settled(js, last)  # both acknowledged: the broken one is not held either
+
+    record = await stub.GetDelivery(
+        webhooks_pb2.GetDeliveryRequest(id=delivery_id(wh.id, broken.id))
+    )
+    assert record.status == webhooks_pb2.DELIVERY_STATUS_DEAD
+    assert (record.event_id, record.repository, record.tag) == (broken.id, "team/app", "v1")
+    (attempt,) = record.attempts
+    assert attempt.error.startswith("internal error: ")
+    assert "Timestamp is not valid" in attempt.error
+    assert attempt.status_code == 0
+    dead = webhooks_pb2.ListDeliveriesRequest(
+        webhook_id=wh.id, statuses=[webhooks_pb2.DELIVERY_STATUS_DEAD]
+    )
+    assert [d.id for d in (await stub.ListDeliveries(dead)).deliveries] == [record.id]
+    # Given up after a few tries, with the traceback in the log.
+    logged = [json.loads(line) for line in notifier.log_text().splitlines() if line.startswith("{")]
+    (gave_up,) = [e for e in logged if e.get("msg") == "job failed; giving up"]
+    assert gave_up["event"] == broken.id and gave_up["webhook"] == wh.id
+    assert "Traceback (most recent call last)" in gave_up["error"]
+    retried = [e for e in logged if e.get("msg") == "job failed; retrying"]
+    assert len(retried) == 2  # NIMBUS_CONSUMER_JOB_ATTEMPTS is 3 by default
+    # Nothing to send again: it never had a body.
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.Redeliver(webhooks_pb2.RedeliverRequest(id=record.id))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def test_receiver_that_never_answers_is_dead_lettered_then_redelivered(
@@ -244,12 +292,7 @@ async def test_receiver_that_never_answers_is_dead_lettered_then_redelivered(
     dead = webhooks_pb2.ListDeliveriesRequest(
         webhook_id=wh.id, statuses=[webhooks_pb2.DELIVERY_STATUS_DEAD]
     )
-    for _ in range(400):
-        listed = await stub.ListDeliveries(dead)
-        if listed.deliveries:
-            break
-        await asyncio.sleep(0.1)
-    (record,) = listed.deliveries
+    (record,) = await wait_deliveries(stub, dead, within=40)
     assert record.event_id == event.id
     assert record.repository == "team/app" and record.tag == "v9"
     full = await stub.GetDelivery(webhooks_pb2.GetDeliveryRequest(id=record.id))
