@@ -55,9 +55,22 @@ def event_sink(config: RegistryConfig, metrics: RegistryMetrics, worker: int = 0
 def storage_driver(config: RegistryConfig) -> StorageDriver:
     """The configured storage driver (S3's client libraries load only when it is chosen)."""
     if config.storage.driver == "s3":
-        from registry.storage.s3 import S3Driver
+        from registry.storage.s3 import S3Driver, S3Settings
 
-        return S3Driver(config.storage.s3)
+        s3 = config.storage.s3
+        return S3Driver(
+            S3Settings(
+                bucket=s3.bucket,
+                prefix=s3.prefix,
+                region=s3.region,
+                endpoint_url=s3.endpoint_url,
+                path_style=s3.path_style,
+                access_key_id=s3.access_key_id,
+                secret_access_key=s3.secret_access_key,
+                redirect=s3.redirect,
+                multipart_part_size=s3.multipart_part_size,
+            )
+        )
     return FilesystemDriver(config.data_dir)
 
 
