@@ -141,7 +141,7 @@ class GetStatusResponse(_message.Message):
     def __init__(self, peers: _Optional[_Iterable[_Union[PeerStatus, _Mapping]]] = ...) -> None: ...
 
 class Failure(_message.Message):
-    __slots__ = ("id", "peer", "repository", "reference", "digest", "action", "reason", "attempts", "first_failed", "last_failed")
+    __slots__ = ("id", "peer", "repository", "reference", "digest", "action", "reason", "attempts", "first_failed", "last_failed", "kind")
     ID_FIELD_NUMBER: _ClassVar[int]
     PEER_FIELD_NUMBER: _ClassVar[int]
     REPOSITORY_FIELD_NUMBER: _ClassVar[int]
@@ -152,6 +152,7 @@ class Failure(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     FIRST_FAILED_FIELD_NUMBER: _ClassVar[int]
     LAST_FAILED_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     id: str
     peer: str
     repository: str
@@ -162,7 +163,8 @@ class Failure(_message.Message):
     attempts: int
     first_failed: _timestamp_pb2.Timestamp
     last_failed: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., peer: _Optional[str] = ..., repository: _Optional[str] = ..., reference: _Optional[str] = ..., digest: _Optional[str] = ..., action: _Optional[str] = ..., reason: _Optional[str] = ..., attempts: _Optional[int] = ..., first_failed: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_failed: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    kind: str
+    def __init__(self, id: _Optional[str] = ..., peer: _Optional[str] = ..., repository: _Optional[str] = ..., reference: _Optional[str] = ..., digest: _Optional[str] = ..., action: _Optional[str] = ..., reason: _Optional[str] = ..., attempts: _Optional[int] = ..., first_failed: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_failed: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[str] = ...) -> None: ...
 
 class ListFailuresRequest(_message.Message):
     __slots__ = ("peer", "page_size", "page_token")
