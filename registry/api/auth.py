@@ -9,45 +9,33 @@ challenge (Basic, or Bearer naming the token endpoint and the scope to ask for),
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from registry.api.clientcert import certificate_name
+from registry.api.login import AUTH, AUTH_CONFIG, basic_challenge, basic_login, quote
 from registry.api.request import ACTOR_KEY, VISIBLE_KEY
+from registry.api.token import add_token_routes
 from registry.auth.scopes import RouteAccess, route_access
 from registry.auth.service import (
     ANONYMOUS,
     AuthService,
     Identity,
-    LoginRefused,
-    LoginThrottled,
     Mode,
     Verdict,
     refresh_external_keys,
 )
 from registry.auth.tokens import TokenError
-from registry.config import AuthConfig, RegistryConfig
+from registry.config import RegistryConfig
 from registry.errors import ErrorCode, OCIError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-AUTH = web.AppKey("auth", AuthService)
-AUTH_CONFIG = web.AppKey("auth_config", AuthConfig)
 TOKEN_PATH = "/auth/token"
 # How often an external issuer's certificates or JWKS are fetched again from a URL.
 EXTERNAL_KEYS_REFRESH = 300.0
-
-
-def client_address(request: web.Request) -> str:
-    return request.remote or ""
-
-
-def _quote(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def token_realm(request: web.Request, configured: str) -> str:
@@ -62,18 +50,14 @@ def challenge(request: web.Request, route: RouteAccess, error: str | None = None
     if request.app[AUTH].mode is Mode.BASIC:
         return basic_challenge(config.realm)
     parts = [
-        f'realm="{_quote(token_realm(request, config.token.realm))}"',
-        f'service="{_quote(config.token.service)}"',
+        f'realm="{quote(token_realm(request, config.token.realm))}"',
+        f'service="{quote(config.token.service)}"',
     ]
     if route.challenge:
-        parts.append(f'scope="{_quote(" ".join(r.scope for r in route.challenge))}"')
+        parts.append(f'scope="{quote(" ".join(r.scope for r in route.challenge))}"')
     if error:
         parts.append(f'error="{error}"')
     return "Bearer " + ",".join(parts)
-
-
-def basic_challenge(realm: str) -> str:
-    return f'Basic realm="{_quote(realm)}",charset="UTF-8"'
 
 
 def _detail(route: RouteAccess) -> list[dict[str, str]]:
@@ -93,39 +77,6 @@ def unauthorized(
         detail=_detail(route) or None,
         headers={"WWW-Authenticate": challenge(request, route, error)},
     )
-
-
-def basic_credentials(value: str) -> tuple[str, str] | None:
-    try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    user, sep, password = decoded.partition(":")
-    return (user, password) if sep else None
-
-
-async def basic_login(
-    request: web.Request, value: str, refused: Callable[[str], OCIError]
-) -> Identity:
-    """The user of a Basic `Authorization` value; empty credentials are anonymous."""
-    auth = request.app[AUTH]
-    credentials = basic_credentials(value)
-    if credentials is None:
-        raise refused("malformed Basic credentials")
-    user, password = credentials
-    if not user and not password:
-        # containers/image sends `Basic :` when it has no credentials.
-        return ANONYMOUS
-    try:
-        return await auth.login(user, password, client_address(request))
-    except LoginThrottled as exc:
-        raise OCIError(
-            ErrorCode.TOOMANYREQUESTS,
-            "too many failed logins from this address",
-            headers={"Retry-After": str(exc.retry_after)},
-        ) from None
-    except LoginRefused as exc:
-        raise refused(str(exc)) from None
 
 
 async def _identify(request: web.Request, route: RouteAccess) -> Identity:
@@ -177,8 +128,6 @@ def install(app: web.Application, config: RegistryConfig) -> None:
     """Turn authentication on for ``app`` when the configuration asks for it."""
     if not config.auth.enabled:
         return
-    from registry.api.token import add_token_routes
-
     app[AUTH_CONFIG] = config.auth
     app.middlewares.append(authenticate)
     token = config.auth.token

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from registry.api.auth import AUTH, AUTH_CONFIG, basic_challenge, basic_login, client_address
+from registry.api.login import AUTH, AUTH_CONFIG, basic_challenge, basic_login, client_address
 from registry.auth.scopes import parse_scopes
 from registry.auth.service import ANONYMOUS, Identity, LoginRefused, LoginThrottled
 from registry.errors import ErrorCode, OCIError
