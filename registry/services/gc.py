@@ -1,38 +1,40 @@
 """Garbage collection: mark every blob a manifest references, sweep the rest, while pushes go on.
 
-Mark: every manifest revision of every repository marks itself, its config, its layers and the
-manifests it lists. Sweep: a blob that nothing marked is removed only when it is older than the
-grace period, both its data and every repository link to it, so content a push has uploaded but
-not yet referenced from a manifest is never taken.
+Mark, reading only: every manifest revision of every repository marks itself, its config, its
+layers and the manifests it lists; with `delete_untagged`, the manifests no tag reaches are
+found first and mark nothing. Sweep, once the mark is complete: those manifests (as
+Distribution's `--delete-untagged` does), then the blobs nothing marked that are older than the
+grace period, data and repository links both, then upload sessions idle for longer than their
+maximum age.
 
-Removal is two-step so that an upload finishing at the same moment cannot lose its blob: the
-data is first set aside (an atomic move into `_gc/trash/<run>`), then the repositories are looked
-at again, and a blob that was linked or referenced by a manifest meanwhile is put back.
+The mark fails closed: a tag link that names no digest, or a manifest or index that cannot be
+read, stops the run before anything is removed, since what it would have reached is unknown.
+When a run stops later (the second look below, or a storage failure) it puts back what it had
+set aside, and its report names everything removed before it stopped.
+
+Blob removal is two-step so that an upload finishing at the same moment cannot lose its blob:
+the data is first set aside (an atomic move into `_gc/trash/<run>`), then the repositories are
+looked at again, and a blob that was linked or referenced by a manifest meanwhile is put back.
 Uploads link their blob before they check whether its data exists, so either the upload sees
 the data gone and moves its own copy in, or this second look sees the fresh link.
-
-Optionally manifests no tag reaches (directly, through an index or as a referrer of a reachable
-manifest) are removed first, as Distribution's `--delete-untagged` does; then upload sessions
-idle for longer than their maximum age.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
+from nimbus.oci.documents import InvalidManifestError, ManifestDocument, read_manifest
 from registry.errors import OCIError
 from registry.reference import Digest
-from registry.services.inventory import list_revisions, walk_blobs
 from registry.services.manifests import ManifestService
 from registry.services.repositories import RepositoryService
-from registry.storage import paths
+from registry.storage import paths, walk
 from registry.storage.driver import PathNotFoundError, StorageDriver
 
 log = logging.getLogger("nimbus.registry.gc")
@@ -41,6 +43,8 @@ DEFAULT_GRACE_SECONDS = 3600.0
 DEFAULT_UPLOAD_MAX_AGE_SECONDS = 24 * 3600.0
 # A progress message at least this often during long phases.
 PROGRESS_INTERVAL = 0.5
+# Removed items named in an abort message; all of them were reported as progress items.
+ABORT_REPORT_ITEMS = 20
 
 
 class Phase(IntEnum):
@@ -61,12 +65,45 @@ class ItemKind(IntEnum):
     UPLOAD = 3
 
 
+@dataclass(frozen=True)
+class GcItem:
+    kind: ItemKind
+    digest: str = ""
+    repository: str = ""
+    upload_id: str = ""
+    size: int = 0
+
+    def describe(self) -> str:
+        if self.kind == ItemKind.MANIFEST:
+            return f"manifest {self.repository}@{self.digest}"
+        if self.kind == ItemKind.UPLOAD:
+            return f"upload {self.upload_id} of {self.repository}"
+        return f"blob {self.digest}"
+
+
 class CollectionRunning(Exception):
     """A garbage collection is already running in this process."""
 
 
 class CollectionAborted(Exception):
-    """Something made it unsafe to sweep (e.g. an unreadable manifest): nothing was removed."""
+    """The run stopped before its end; `removed` is everything it had removed by then."""
+
+    def __init__(self, reason: str, removed: Sequence[GcItem] = ()) -> None:
+        self.reason = reason
+        self.removed = tuple(removed)
+        super().__init__(f"garbage collection stopped: {reason}; {self._removed_text()}")
+
+    def _removed_text(self) -> str:
+        if not self.removed:
+            return "nothing was removed"
+        named = ", ".join(i.describe() for i in self.removed[:ABORT_REPORT_ITEMS])
+        more = len(self.removed) - ABORT_REPORT_ITEMS
+        tail = f" and {more} more, each reported as a progress item" if more > 0 else ""
+        return f"removed before stopping ({len(self.removed)}): {named}{tail}"
+
+
+class _Unreadable(Exception):
+    """Something the mark must read cannot be read: the mark would be incomplete."""
 
 
 @dataclass(frozen=True)
@@ -75,15 +112,6 @@ class GcOptions:
     delete_untagged: bool = False
     grace_seconds: float = DEFAULT_GRACE_SECONDS
     upload_max_age_seconds: float = DEFAULT_UPLOAD_MAX_AGE_SECONDS
-
-
-@dataclass(frozen=True)
-class GcItem:
-    kind: ItemKind
-    digest: str = ""
-    repository: str = ""
-    upload_id: str = ""
-    size: int = 0
 
 
 @dataclass
@@ -110,6 +138,23 @@ class GcProgress:
     item: GcItem | None = None
 
 
+@dataclass(frozen=True)
+class _Stored:
+    """A manifest as read from the store."""
+
+    document: ManifestDocument
+    size: int
+
+
+@dataclass(frozen=True)
+class _Untagged:
+    """A manifest no tag reaches, to be removed once the mark is complete."""
+
+    digest: Digest
+    subject: Digest | None
+    size: int
+
+
 @dataclass
 class _Run:
     options: GcOptions
@@ -118,10 +163,14 @@ class _Run:
     stats: GcStats
     # Blob digests referenced by some manifest.
     marked: set[str] = field(default_factory=set)
-    # (repository, manifest digest) already read, so a second look reads only new ones.
+    # (repository, manifest digest) already marked, so a second look reads only new ones.
     seen: set[tuple[str, str]] = field(default_factory=set)
-    # Manifests removed as untagged in this run: their revisions no longer count.
-    removed: set[tuple[str, str]] = field(default_factory=set)
+    # Manifests no tag reaches (delete_untagged): they mark nothing.
+    untagged: dict[tuple[str, str], _Untagged] = field(default_factory=dict)
+    # Blobs set aside and neither deleted nor put back yet.
+    trashed: dict[str, tuple[Digest, int]] = field(default_factory=dict)
+    # What this run has removed (never anything in a dry run).
+    removed: list[GcItem] = field(default_factory=list)
 
     @property
     def cutoff_ns(self) -> int:
@@ -135,24 +184,11 @@ class _Run:
         return GcProgress(phase, message, replace(self.stats), self.options.dry_run, item)
 
 
-def _references(data: bytes) -> list[str]:
-    """Digests a manifest needs: config, layers and the manifests an index lists."""
-    doc = json.loads(data)
-    if not isinstance(doc, dict):
-        raise ValueError("manifest is not a JSON object")
-    found: list[str] = []
-    config = doc.get("config")
-    if isinstance(config, dict) and isinstance(config.get("digest"), str):
-        found.append(config["digest"])
-    for key in ("layers", "manifests", "blobs"):
-        entries = doc.get(key)
-        if isinstance(entries, list):
-            found.extend(
-                e["digest"]
-                for e in entries
-                if isinstance(e, dict) and isinstance(e.get("digest"), str)
-            )
-    return found
+def _digest_or_none(value: str) -> Digest | None:
+    try:
+        return Digest.parse(value)
+    except OCIError:
+        return None
 
 
 class GarbageCollector:
@@ -217,20 +253,33 @@ class GarbageCollector:
             yield message
 
     async def run(self, options: GcOptions) -> AsyncIterator[GcProgress]:
-        """Collect, yielding progress; the last message has phase DONE."""
+        """Collect, yielding progress; the last message has phase DONE.
+
+        Raises CollectionAborted when the run cannot go on safely.
+        """
         if self._lock.locked():
             raise CollectionRunning("a garbage collection is already running")
         async with self._lock:
             started = time.time()
             run = _Run(options, uuid.uuid4().hex, started, GcStats(started=started))
             log.info("garbage collection started", extra={"run": run.run_id, **vars(options)})
-            await self._restore_leftovers()
-            async for progress in self._mark(run):
-                yield progress
-            async for progress in self._sweep_blobs(run):
-                yield progress
-            async for progress in self._sweep_uploads(run):
-                yield progress
+            try:
+                await self._restore_leftovers()
+                async for progress in self._mark(run):
+                    yield progress
+                for sweep in (self._sweep_manifests, self._sweep_blobs, self._sweep_uploads):
+                    async for progress in sweep(run):
+                        yield progress
+            except Exception as exc:
+                reason = (
+                    str(exc) if isinstance(exc, _Unreadable) else f"{type(exc).__name__}: {exc}"
+                )
+                aborted = CollectionAborted(reason, run.removed)
+                log.error(
+                    "garbage collection stopped",
+                    extra={"run": run.run_id, "reason": reason, "removed": len(run.removed)},
+                )
+                raise aborted from exc
             run.stats.finished = time.time()
             if not options.dry_run:
                 self.last = replace(run.stats)
@@ -249,10 +298,7 @@ class GarbageCollector:
         names = await self.repositories.all_repositories()
         last = time.monotonic()
         for name in names:
-            if run.options.delete_untagged:
-                async for progress in self._remove_untagged(run, name):
-                    yield progress
-            await self._mark_repository(run, name)
+            await self._mark_repository(run, name, run.options.delete_untagged)
             run.stats.repositories += 1
             if time.monotonic() - last >= PROGRESS_INTERVAL:
                 last = time.monotonic()
@@ -266,36 +312,25 @@ class GarbageCollector:
             f"in {run.stats.repositories}/{total} repositories"
         )
 
-    async def _mark_repository(self, run: _Run, name: str) -> None:
-        """Mark what every manifest of `name` not read before references."""
-        revisions = await list_revisions(self.driver, name)
+    async def _mark_repository(self, run: _Run, name: str, find_untagged: bool) -> None:
+        """Mark what every manifest of `name` not marked before references."""
+        revisions = await walk.revisions(self.driver, name)
         tagged = await self._tag_targets(name)
+        # Manifests read in this repository, so that each is read once.
+        read: dict[str, _Stored] = {}
+        if find_untagged:
+            await self._find_untagged(run, name, revisions, tagged, read)
         for digest in [*revisions, *tagged]:
             key = (name, str(digest))
-            if key in run.seen or key in run.removed:
+            if key in run.seen or (find_untagged and key in run.untagged):
                 continue
+            stored = await self._read(run, name, digest, read)
+            read.pop(str(digest), None)
             run.seen.add(key)
-            await self._mark_manifest(run, name, digest)
-
-    async def _mark_manifest(self, run: _Run, name: str, digest: Digest) -> None:
-        self._mark_blob(run, str(digest))
-        try:
-            data = await self.driver.get_content(paths.blob_data(digest))
-        except PathNotFoundError:
-            # A revision without content references nothing that could still be served.
-            log.warning(
-                "manifest content missing", extra={"repository": name, "digest": str(digest)}
-            )
-            return
-        try:
-            references = _references(data)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise CollectionAborted(
-                f"cannot read manifest {digest} in {name} ({exc}); nothing was removed"
-            ) from None
-        run.stats.manifests_marked += 1
-        for reference in references:
-            self._mark_blob(run, reference)
+            run.stats.manifests_marked += 1
+            self._mark_blob(run, str(digest))
+            for reference in stored.document.references():
+                self._mark_blob(run, reference)
 
     @staticmethod
     def _mark_blob(run: _Run, digest: str) -> None:
@@ -305,19 +340,57 @@ class GarbageCollector:
 
     async def _tag_targets(self, name: str) -> list[Digest]:
         found = []
-        for tag in await self.driver.list(paths.tags_root(name)):
+        for tag in await walk.tags(self.driver, name):
             try:
                 raw = await self.driver.get_content(paths.tag_link(name, tag))
+            except PathNotFoundError:
+                continue  # deleted since the listing, or its link not written yet
+            try:
                 found.append(Digest.parse(raw.decode().strip()))
-            except (PathNotFoundError, OCIError, UnicodeDecodeError):
-                continue
+            except (OCIError, UnicodeDecodeError):
+                raise _Unreadable(
+                    f"tag {name}:{tag} does not link to a digest ({raw[:80]!r})"
+                ) from None
         return found
+
+    async def _read(
+        self, run: _Run, name: str, digest: Digest, read: dict[str, _Stored]
+    ) -> _Stored:
+        """A manifest of `name`, or _Unreadable: what it references cannot be left unknown."""
+        stored = read.get(str(digest))
+        if stored is not None:
+            return stored
+        try:
+            data = await self.driver.get_content(paths.blob_data(digest))
+        except PathNotFoundError:
+            data = await self._read_set_aside(run, name, digest)
+        try:
+            document = await asyncio.to_thread(read_manifest, data)
+        except InvalidManifestError as exc:
+            raise _Unreadable(f"manifest {name}@{digest} cannot be read ({exc})") from None
+        stored = read[str(digest)] = _Stored(document, len(data))
+        return stored
+
+    async def _read_set_aside(self, run: _Run, name: str, digest: Digest) -> bytes:
+        # Pushed again after this run set its old copy aside: the second look reads that copy.
+        if str(digest) in run.trashed:
+            try:
+                return await self.driver.get_content(paths.gc_trash_entry(run.run_id, digest))
+            except PathNotFoundError:
+                pass
+        raise _Unreadable(f"manifest {name}@{digest} has no content in the store")
 
     # -- untagged manifests -------------------------------------------------------------
 
-    async def _remove_untagged(self, run: _Run, name: str) -> AsyncIterator[GcProgress]:
-        revisions = await list_revisions(self.driver, name)
-        reachable = await self._reachable(name, await self._tag_targets(name))
+    async def _find_untagged(
+        self,
+        run: _Run,
+        name: str,
+        revisions: list[Digest],
+        tagged: list[Digest],
+        read: dict[str, _Stored],
+    ) -> None:
+        reachable = await self._reachable(run, name, tagged, {str(d) for d in revisions}, read)
         for digest in revisions:
             if str(digest) in reachable:
                 continue
@@ -325,17 +398,25 @@ class GarbageCollector:
             # Index children are pushed before their index: young manifests are kept.
             if link is None or link.modified_ns >= run.cutoff_ns:
                 continue
-            info = await self.driver.stat(paths.blob_data(digest))
-            if not run.options.dry_run:
-                await self._remove_manifest(name, digest)
-            run.removed.add((name, str(digest)))
-            run.stats.manifests_deleted += 1
-            item = GcItem(ItemKind.MANIFEST, str(digest), name, size=info.size if info else 0)
-            verb = "would remove" if run.options.dry_run else "removed"
-            yield run.progress(Phase.SWEEP_MANIFESTS, f"{verb} untagged {name}@{digest}", item)
+            stored = await self._read(run, name, digest, read)
+            read.pop(str(digest), None)
+            subject = stored.document.subject
+            run.untagged[(name, str(digest))] = _Untagged(
+                digest, _digest_or_none(subject.digest) if subject else None, stored.size
+            )
 
-    async def _reachable(self, name: str, roots: list[Digest]) -> set[str]:
-        """Manifests reached from the tags: index children and referrers, transitively."""
+    async def _reachable(
+        self,
+        run: _Run,
+        name: str,
+        roots: list[Digest],
+        revisions: set[str],
+        read: dict[str, _Stored],
+    ) -> set[str]:
+        """Manifests reached from the tags: index children and referrers, transitively.
+
+        Only revisions are followed beyond the tags: nothing else here could be removed.
+        """
         reachable: set[str] = set()
         pending = list(roots)
         while pending:
@@ -343,38 +424,41 @@ class GarbageCollector:
             if str(digest) in reachable:
                 continue
             reachable.add(str(digest))
-            try:
-                manifest = await self.manifests.load(digest)
-                doc = json.loads(manifest.data)
-            except (OCIError, ValueError):
-                continue
-            children = doc.get("manifests") if isinstance(doc, dict) else None
-            for child in children if isinstance(children, list) else []:
-                if isinstance(child, dict) and isinstance(child.get("digest"), str):
-                    try:
-                        pending.append(Digest.parse(child["digest"]))
-                    except OCIError:
-                        continue
-            for referrer in await self.manifests.referrers(name, digest, None):
-                try:
-                    pending.append(Digest.parse(str(referrer.get("digest"))))
-                except OCIError:
-                    continue
+            stored = await self._read(run, name, digest, read)
+            for child in stored.document.manifests:
+                found = _digest_or_none(child.digest)
+                if found is not None and str(found) in revisions:
+                    pending.append(found)
+            for referrer in await walk.referrers(self.driver, name, digest):
+                if str(referrer) in revisions:
+                    pending.append(referrer)
         return reachable
 
-    async def _remove_manifest(self, name: str, digest: Digest) -> None:
+    async def _sweep_manifests(self, run: _Run) -> AsyncIterator[GcProgress]:
+        if not run.options.delete_untagged:
+            return
+        yield run.progress(Phase.SWEEP_MANIFESTS, f"{len(run.untagged)} manifests no tag reaches")
+        verb = "would remove" if run.options.dry_run else "removed"
+        for (name, _), untagged in sorted(run.untagged.items()):
+            digest = untagged.digest
+            item = GcItem(ItemKind.MANIFEST, str(digest), name, size=untagged.size)
+            if not run.options.dry_run:
+                # Pushed again (or deleted) since the mark: not this run's to remove.
+                link = await self.driver.stat(paths.revision_link(name, digest))
+                if link is None or link.modified_ns >= run.cutoff_ns:
+                    continue
+                await self._remove_manifest(name, untagged)
+                run.removed.append(item)
+            run.stats.manifests_deleted += 1
+            yield run.progress(Phase.SWEEP_MANIFESTS, f"{verb} untagged {name}@{digest}", item)
+
+    async def _remove_manifest(self, name: str, untagged: _Untagged) -> None:
         """Forget a manifest revision (its blobs go in the blob sweep)."""
-        try:
-            data = await self.driver.get_content(paths.blob_data(digest))
-            doc = json.loads(data)
-            subject = doc.get("subject") if isinstance(doc, dict) else None
-            if isinstance(subject, dict) and isinstance(subject.get("digest"), str):
-                entry = paths.referrer_entry(name, Digest.parse(subject["digest"]), digest)
-                await self._delete_quietly(entry)
-        except (PathNotFoundError, ValueError, OCIError):
-            pass
-        await self._delete_quietly(paths.revision_link(name, digest).rsplit("/", 1)[0])
-        self.manifests.forget(name, digest)
+        if untagged.subject is not None:
+            entry = paths.referrer_entry(name, untagged.subject, untagged.digest)
+            await self._delete_quietly(entry)
+        await self._delete_quietly(paths.revision_link(name, untagged.digest).rsplit("/", 1)[0])
+        self.manifests.forget(name, untagged.digest)
 
     async def _delete_quietly(self, path: str) -> None:
         try:
@@ -387,7 +471,7 @@ class GarbageCollector:
     async def _sweep_blobs(self, run: _Run) -> AsyncIterator[GcProgress]:
         yield run.progress(Phase.SWEEP_BLOBS, "looking for unreferenced blobs")
         candidates: dict[str, tuple[Digest, int]] = {}
-        async for digest in walk_blobs(self.driver):
+        async for digest in walk.blobs(self.driver):
             run.stats.blobs_scanned += 1
             if str(digest) in run.marked:
                 continue
@@ -413,26 +497,30 @@ class GarbageCollector:
                 item = GcItem(ItemKind.BLOB, str(digest), size=size)
                 yield run.progress(Phase.SWEEP_BLOBS, f"would remove blob {digest}", item)
             return
-        trashed = await self._set_aside(run, candidates)
-        # The second look: anything linked or referenced since the first goes back.
-        for name in await self.repositories.all_repositories():
-            await self._mark_repository(run, name)
-        relinked = await self._recently_linked(run, trashed)
-        for key, (digest, size) in trashed.items():
-            entry = paths.gc_trash_entry(run.run_id, digest)
-            if key in run.marked or key in relinked:
-                await self._put_back(entry, digest)
-                run.stats.blobs_kept_recent += 1
-                continue
-            await self._delete_quietly(entry)
-            run.stats.blobs_deleted += 1
-            run.stats.bytes_freed += size
-            yield run.progress(
-                Phase.SWEEP_BLOBS,
-                f"removed blob {digest}",
-                GcItem(ItemKind.BLOB, str(digest), size=size),
-            )
-        await self._delete_quietly(paths.gc_trash_run(run.run_id))
+        try:
+            await self._set_aside(run, candidates)
+            # The second look: anything linked or referenced since the first goes back.
+            for name in await self.repositories.all_repositories():
+                await self._mark_repository(run, name, find_untagged=False)
+            relinked = await self._recently_linked(run, run.trashed)
+            for key, (digest, size) in list(run.trashed.items()):
+                entry = paths.gc_trash_entry(run.run_id, digest)
+                if key in run.marked or key in relinked:
+                    await self._put_back(entry, digest)
+                    del run.trashed[key]
+                    run.stats.blobs_kept_recent += 1
+                    continue
+                await self._delete_quietly(entry)
+                del run.trashed[key]
+                item = GcItem(ItemKind.BLOB, str(digest), size=size)
+                run.removed.append(item)
+                run.stats.blobs_deleted += 1
+                run.stats.bytes_freed += size
+                yield run.progress(Phase.SWEEP_BLOBS, f"removed blob {digest}", item)
+            await self._delete_quietly(paths.gc_trash_run(run.run_id))
+        except BaseException:
+            await self._put_all_back(run)
+            raise
 
     async def _recently_linked(
         self, run: _Run, candidates: dict[str, tuple[Digest, int]]
@@ -441,23 +529,16 @@ class GarbageCollector:
         recent: set[str] = set()
         if not candidates:
             return recent
-        by_algorithm: dict[str, set[str]] = {}
-        for digest, _ in candidates.values():
-            by_algorithm.setdefault(digest.algorithm, set()).add(digest.hex)
-        for name in await self._repository_dirs():
-            for algorithm, wanted in by_algorithm.items():
-                present = set(await self.driver.list(f"{paths.layers_root(name)}/{algorithm}"))
-                for hex_part in present & wanted:
-                    digest = Digest.parse(f"{algorithm}:{hex_part}")
-                    info = await self.driver.stat(paths.layer_link(name, digest))
-                    if info is not None and info.modified_ns >= run.cutoff_ns:
-                        recent.add(str(digest))
+        for name in await walk.repositories(self.driver):
+            for digest in await walk.layers(self.driver, name):
+                if str(digest) not in candidates:
+                    continue
+                info = await self.driver.stat(paths.layer_link(name, digest))
+                if info is not None and info.modified_ns >= run.cutoff_ns:
+                    recent.add(str(digest))
         return recent
 
-    async def _set_aside(
-        self, run: _Run, candidates: dict[str, tuple[Digest, int]]
-    ) -> dict[str, tuple[Digest, int]]:
-        trashed: dict[str, tuple[Digest, int]] = {}
+    async def _set_aside(self, run: _Run, candidates: dict[str, tuple[Digest, int]]) -> None:
         for key, (digest, size) in candidates.items():
             try:
                 await self.driver.move(
@@ -465,8 +546,7 @@ class GarbageCollector:
                 )
             except PathNotFoundError:
                 continue
-            trashed[key] = (digest, size)
-        return trashed
+            run.trashed[key] = (digest, size)
 
     async def _put_back(self, entry: str, digest: Digest) -> None:
         try:
@@ -475,40 +555,34 @@ class GarbageCollector:
         except PathNotFoundError:
             pass
 
+    async def _put_all_back(self, run: _Run) -> None:
+        """Return every blob still set aside, when the run stops before deciding on them."""
+        for digest, _ in list(run.trashed.values()):
+            try:
+                await self._put_back(paths.gc_trash_entry(run.run_id, digest), digest)
+            except Exception:
+                # Left in the trash: the next collection puts it back before anything else.
+                log.exception("cannot put back a blob", extra={"digest": str(digest)})
+                continue
+            del run.trashed[str(digest)]
+        if not run.trashed:
+            await self._delete_quietly(paths.gc_trash_run(run.run_id))
+
     async def _restore_leftovers(self) -> None:
         """Put back blobs an interrupted collection had set aside; this run decides again."""
-        for run_id in await self.driver.list(paths.GC_TRASH):
-            root = paths.gc_trash_run(run_id)
-            for name in await self.driver.list(root):
-                algorithm, _, hex_part = name.partition("-")
-                try:
-                    digest = Digest.parse(f"{algorithm}:{hex_part}")
-                except OCIError:
-                    continue
-                await self._put_back(f"{root}/{name}", digest)
-            await self._delete_quietly(root)
-
-    async def _repository_dirs(self, with_uploads: bool = False) -> list[str]:
-        """Every repository directory, including ones holding only upload sessions."""
-        markers = {paths.LAYERS, paths.MANIFESTS, *([paths.UPLOADS] if with_uploads else [])}
-        found: list[str] = []
-        pending = [""]
-        while pending:
-            prefix = pending.pop()
-            base = f"{paths.REPOSITORIES}/{prefix}" if prefix else paths.REPOSITORIES
-            children = await self.driver.list(base)
-            if prefix and markers & set(children):
-                found.append(prefix)
-            pending.extend(f"{prefix}/{c}" if prefix else c for c in children if c[:1] != "_")
-        return sorted(found)
+        for run_id in await walk.trash_runs(self.driver):
+            for digest in await walk.trash(self.driver, run_id):
+                await self._put_back(paths.gc_trash_entry(run_id, digest), digest)
+            await self._delete_quietly(paths.gc_trash_run(run_id))
 
     # -- uploads ------------------------------------------------------------------------
 
     async def _sweep_uploads(self, run: _Run) -> AsyncIterator[GcProgress]:
         yield run.progress(Phase.SWEEP_UPLOADS, "looking for stale upload sessions")
         verb = "would remove" if run.options.dry_run else "removed"
-        for name in await self._repository_dirs(with_uploads=True):
-            for upload_id in sorted(await self.driver.list(paths.uploads_root(name))):
+        markers = {*paths.REPOSITORY_MARKERS, paths.UPLOADS}
+        for name in await walk.repositories(self.driver, markers):
+            for upload_id in await walk.uploads(self.driver, name):
                 started, data = await asyncio.gather(
                     self.driver.stat(paths.upload_started(name, upload_id)),
                     self.driver.stat(paths.upload_data(name, upload_id)),
@@ -521,11 +595,12 @@ class GarbageCollector:
                 )
                 if touched >= run.upload_cutoff_ns:
                     continue
-                if not run.options.dry_run:
-                    await self._delete_quietly(paths.upload_dir(name, upload_id))
-                run.stats.uploads_deleted += 1
                 size = data.size if data else 0
                 item = GcItem(ItemKind.UPLOAD, repository=name, upload_id=upload_id, size=size)
+                if not run.options.dry_run:
+                    await self._delete_quietly(paths.upload_dir(name, upload_id))
+                    run.removed.append(item)
+                run.stats.uploads_deleted += 1
                 yield run.progress(
                     Phase.SWEEP_UPLOADS, f"{verb} upload {upload_id} of {name}", item
                 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -13,7 +13,7 @@ from registry.errors import ErrorCode, OCIError
 from registry.reference import Digest, validate_name
 from registry.services.manifests import ManifestService, artifact_type_of
 from registry.services.repositories import Page, RepositoryService, paginate
-from registry.storage import paths
+from registry.storage import paths, walk
 from registry.storage.driver import PathNotFoundError, StorageDriver
 
 T = TypeVar("T")
@@ -123,6 +123,11 @@ def _descriptors(raw: Any) -> list[DescriptorInfo]:
     return [d for d in (DescriptorInfo.parse(item) for item in raw) if d is not None]
 
 
+async def _decode(data: bytes) -> Any:
+    """A stored JSON document (up to 4 MiB), decoded in a thread to keep the loop serving."""
+    return await asyncio.to_thread(json.loads, data)
+
+
 async def _bounded(coroutines: list[Awaitable[T]], limit: int = LOOKUP_CONCURRENCY) -> list[T]:
     gate = asyncio.Semaphore(limit)
 
@@ -131,31 +136,6 @@ async def _bounded(coroutines: list[Awaitable[T]], limit: int = LOOKUP_CONCURREN
             return await coroutine
 
     return list(await asyncio.gather(*(run(c) for c in coroutines)))
-
-
-async def walk_blobs(driver: StorageDriver) -> AsyncIterator[Digest]:
-    """Every blob in the store, by digest (blobs/<alg>/<hex[:2]>/<hex>/data)."""
-    for algorithm in sorted(await driver.list(paths.blobs_root())):
-        base = f"{paths.blobs_root()}/{algorithm}"
-        for prefix in sorted(await driver.list(base)):
-            for hex_part in sorted(await driver.list(f"{base}/{prefix}")):
-                try:
-                    yield Digest.parse(f"{algorithm}:{hex_part}")
-                except OCIError:
-                    continue
-
-
-async def list_revisions(driver: StorageDriver, name: str) -> list[Digest]:
-    """Digests of the manifests stored in a repository (its revision links)."""
-    found: list[Digest] = []
-    root = paths.revisions_root(name)
-    for algorithm in await driver.list(root):
-        for hex_part in await driver.list(f"{root}/{algorithm}"):
-            try:
-                found.append(Digest.parse(f"{algorithm}:{hex_part}"))
-            except OCIError:
-                continue
-    return found
 
 
 class InventoryService:
@@ -182,7 +162,7 @@ class InventoryService:
 
     async def _summary(self, name: str) -> RepositorySummary:
         tags, revisions = await asyncio.gather(
-            self.driver.list(paths.tags_root(name)), list_revisions(self.driver, name)
+            walk.tags(self.driver, name), walk.revisions(self.driver, name)
         )
         return RepositorySummary(name, len(tags), len(revisions))
 
@@ -211,7 +191,7 @@ class InventoryService:
         await self._require(name)
         digest = await self.manifests.resolve(name, reference)
         manifest = await self.manifests.load(digest)
-        doc = json.loads(manifest.data)
+        doc = await _decode(manifest.data)
         config = DescriptorInfo.parse(doc.get("config"))
         layers = _descriptors(doc.get("layers"))
         children = _descriptors(doc.get("manifests"))
@@ -252,7 +232,7 @@ class InventoryService:
             manifest = await self.manifests.load(Digest.parse(child.digest))
         except OCIError:
             return child.size
-        doc = json.loads(manifest.data)
+        doc = await _decode(manifest.data)
         config = DescriptorInfo.parse(doc.get("config"))
         layers = _descriptors(doc.get("layers"))
         return manifest.size + (config.size if config else 0) + sum(x.size for x in layers)
@@ -263,7 +243,7 @@ class InventoryService:
         try:
             digest = Digest.parse(config.digest)
             data = await self.driver.get_content(paths.blob_data(digest))
-            doc = json.loads(data)
+            doc = await _decode(data)
         except (OCIError, PathNotFoundError, ValueError, UnicodeDecodeError):
             return None
         if not isinstance(doc, dict) or not doc.get("architecture"):
@@ -273,9 +253,9 @@ class InventoryService:
     async def stats(self) -> StoreStats:
         names = await self.repositories.all_repositories()
         summaries = await _bounded([self._summary(name) for name in names])
-        uploads = await _bounded([self.driver.list(paths.uploads_root(n)) for n in names])
+        uploads = await _bounded([walk.uploads(self.driver, n) for n in names])
         blob_sizes = await _bounded(
-            [self.driver.stat(paths.blob_data(d)) async for d in walk_blobs(self.driver)]
+            [self.driver.stat(paths.blob_data(d)) async for d in walk.blobs(self.driver)]
         )
         present = [info.size for info in blob_sizes if info is not None]
         return StoreStats(
