@@ -1,8 +1,8 @@
 """Names on NATS that several services share: the event stream, its subjects, the durable
 consumers and the KV buckets. Change a name here and every service follows.
 
-Messages on the stream carry one ``nimbus.v1.Event`` in protobuf binary form
-(``events_pb2.Event.FromString(msg.data)``); the ``Nats-Msg-Id`` header is the event id, so
+Messages on the stream carry one ``nimbus.v1.Event`` in protobuf binary form, read with
+``nimbus.events.decode(msg.data)``; the ``Nats-Msg-Id`` header is the event id, so
 JetStream drops a re-published copy within the stream's duplicate window.
 """
 

@@ -32,7 +32,6 @@ import uuid
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
@@ -43,6 +42,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from nimbus.events import UndecodableEvent, decode
 from nimbus.lanes import LaneConsumer, LaneHandler, LaneSettings, Unreadable
 from nimbus.streams import EVENTS_STREAM, EVENTS_SUBJECTS, NOTIFIER_CONSUMER
 from notifier import bodies, signing
@@ -245,9 +245,9 @@ class Dispatcher(LaneHandler[Job]):
         """One job per enabled webhook whose filter matches, on the lane of (webhook,
         repository)."""
         try:
-            event = events_pb2.Event.FromString(msg.data)
-        except DecodeError:
-            raise Unreadable("not a nimbus.v1.Event") from None
+            event = decode(msg.data)
+        except UndecodableEvent as error:
+            raise Unreadable(str(error)) from None
         hooks = [w for w in self._webhooks.cached() if w.enabled and matches(w.filter, event)]
         renders: dict[int, tuple[bytes, str]] = {}
         return [

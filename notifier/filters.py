@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from fnmatch import fnmatchcase
 
+from nimbus.events import Action
 from proto.nimbus.v1 import events_pb2, webhooks_pb2
 
-ACTIONS = ("push", "pull", "delete", "mount")
+ACTIONS = tuple(Action)
 
 
 def _any_glob(value: str, patterns: Sequence[str]) -> bool:

@@ -7,9 +7,9 @@ import logging
 from collections.abc import AsyncIterator
 from types import TracebackType
 
-from google.protobuf.message import DecodeError
 from nats.js import JetStreamContext, api
 
+from nimbus.events import UndecodableEvent, decode
 from nimbus.streams import EVENTS_STREAM, EVENTS_SUBJECTS, action_subjects
 from notifier.filters import matches
 from proto.nimbus.v1 import events_pb2, webhooks_pb2
@@ -51,9 +51,10 @@ class EventWatch:
         assert self._sub is not None, "use inside `async with`"
         async for msg in self._sub.messages:
             try:
-                event = events_pb2.Event.FromString(msg.data)
-            except DecodeError:
-                log.warning("unreadable event skipped", extra={"subject": msg.subject})
+                event = decode(msg.data)
+            except UndecodableEvent as error:
+                # No ack to withhold on a watch: the shared consumers terminate it.
+                log.warning("unreadable message skipped: %s", error, extra={"subject": msg.subject})
                 continue
             if matches(self._selector, event):
                 yield event

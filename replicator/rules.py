@@ -7,11 +7,15 @@ from enum import StrEnum
 from fnmatch import fnmatchcase
 from typing import Any
 
+from nimbus.events import Action
+
 
 class RuleAction(StrEnum):
-    PUSH = "push"
+    """The event actions a rule can carry to a peer."""
+
+    PUSH = Action.PUSH.value
     # Deletes travel only when a rule asks for them: a mistaken delete must not spread by default.
-    DELETE = "delete"
+    DELETE = Action.DELETE.value
 
 
 @dataclass

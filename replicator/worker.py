@@ -33,6 +33,7 @@ from tenacity import (
 )
 
 from nimbus import streams
+from nimbus.events import MANIFEST, Action, UndecodableEvent, decode
 from nimbus.natsfetch import fetch_available
 from nimbus.oci import mediatypes as mt
 from nimbus.oci.client import RegistryClient
@@ -90,10 +91,10 @@ class Change:
 def change_of(event: events_pb2.Event) -> Change | None:
     """The change an event carries, or None for what a peer needs not hear (blobs, pulls)."""
     target = event.target
-    if event.action == RuleAction.PUSH:
-        if target.media_type not in mt.MANIFESTS or "/blobs/" in target.url:
+    if event.action == Action.PUSH:
+        if target.kind != MANIFEST or target.media_type not in mt.MANIFESTS:
             return None  # blob uploads come along with the manifest that references them
-    elif event.action != RuleAction.DELETE:
+    elif event.action != Action.DELETE:
         return None  # pulls and mounts change nothing worth copying
     if not target.repository or not (target.digest or target.tag):
         return None
@@ -104,14 +105,6 @@ def change_of(event: events_pb2.Event) -> Change | None:
         tag=target.tag,
         origin_site=event.source.origin_site or event.source.site,
     )
-
-
-def decode(data: bytes) -> events_pb2.Event | None:
-    try:
-        event: events_pb2.Event = events_pb2.Event.FromString(data)
-    except Exception:  # a malformed message must not stop the consumer
-        return None
-    return event
 
 
 class PeerWorker:
@@ -225,8 +218,17 @@ class PeerWorker:
                     log.exception("cannot dispatch an event", extra={"peer": self.peer.name})
 
     async def _dispatch(self, msg: Msg) -> None:
-        event = decode(msg.data)
-        change = change_of(event) if event is not None else None
+        try:
+            event = decode(msg.data)
+        except UndecodableEvent as error:
+            log.error(
+                "unreadable message dropped: %s",
+                error,
+                extra={"peer": self.peer.name, "seq": msg.metadata.sequence.stream},
+            )
+            await msg.term()
+            return
+        change = change_of(event)
         if change is None or not self.wants(change):
             await msg.ack()
             return
@@ -253,9 +255,7 @@ class PeerWorker:
         try:
             while lane:
                 msg = lane[0]
-                event = decode(msg.data)
-                assert event is not None
-                change = change_of(event)
+                change = change_of(decode(msg.data))
                 assert change is not None
                 try:
                     await self._handle(msg, change)

@@ -15,9 +15,8 @@ import logging
 import math
 import time
 
-from google.protobuf.message import DecodeError
-
 from nimbus.config import ConfigError
+from nimbus.events import UndecodableEvent, decode
 from proto.nimbus.v1 import events_pb2
 from registry.events.outbox import Outbox, OutboxEntryError, OutboxLocked
 from registry.events.publisher import JetStreamPublisher
@@ -154,11 +153,10 @@ class DurableSink:
                 break
             seq, payload = entry
             try:
-                message = events_pb2.Event.FromString(payload)
+                # Entries of an older release get the fields they lack, as on the stream.
+                message = decode(payload)
                 subject_of(message)
-                if not message.id:
-                    raise ValueError("event without id")
-            except (DecodeError, ValueError) as exc:
+            except (UndecodableEvent, ValueError) as exc:
                 await self._skip(seq, f"not an event: {exc}")
                 continue
             started = time.perf_counter()

@@ -6,7 +6,7 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 
-from nimbus import streams
+from nimbus import events, streams
 from proto.nimbus.v1 import events_pb2
 from registry.events.sink import RegistryEvent
 
@@ -50,6 +50,7 @@ def to_proto(event: RegistryEvent, source: EventSource) -> events_pb2.Event:
             url=target_url(event),
             tag=event.tag,
             from_repository=event.from_repository,
+            kind=events.BLOB if event.is_blob else events.MANIFEST,
         ),
         request=events_pb2.Request(
             id=ctx.request_id,

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Protocol
 
+from nimbus.events import Action
 from registry.context import RequestContext
 
-
-class Action(StrEnum):
-    PUSH = "push"
-    PULL = "pull"
-    DELETE = "delete"
-    MOUNT = "mount"
+__all__ = ["Action", "EventSink", "NullSink", "RegistryEvent"]
 
 
 @dataclass(frozen=True, slots=True)

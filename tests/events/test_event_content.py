@@ -240,8 +240,10 @@ async def test_json_matches_distribution_notifications(
 
     plain = distribution_fixture.distribution_config
 
-    def with_notifications(root: Path, dist_port: int) -> dict[str, object]:
-        config = plain(root, dist_port)
+    def with_notifications(
+        root: Path, dist_port: int, tls: tuple[Path, Path] | None = None
+    ) -> dict[str, object]:
+        config = plain(root, dist_port, tls)
         config["notifications"] = {
             "endpoints": [
                 {

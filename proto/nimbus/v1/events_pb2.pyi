@@ -2,12 +2,22 @@ import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class TargetKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TARGET_KIND_UNSPECIFIED: _ClassVar[TargetKind]
+    TARGET_KIND_MANIFEST: _ClassVar[TargetKind]
+    TARGET_KIND_BLOB: _ClassVar[TargetKind]
+TARGET_KIND_UNSPECIFIED: TargetKind
+TARGET_KIND_MANIFEST: TargetKind
+TARGET_KIND_BLOB: TargetKind
 
 class Event(_message.Message):
     __slots__ = ("id", "timestamp", "action", "target", "request", "actor", "source")
@@ -28,7 +38,7 @@ class Event(_message.Message):
     def __init__(self, id: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., action: _Optional[str] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., request: _Optional[_Union[Request, _Mapping]] = ..., actor: _Optional[_Union[Actor, _Mapping]] = ..., source: _Optional[_Union[Source, _Mapping]] = ...) -> None: ...
 
 class Target(_message.Message):
-    __slots__ = ("media_type", "digest", "size", "length", "repository", "url", "tag", "from_repository")
+    __slots__ = ("media_type", "digest", "size", "length", "repository", "url", "tag", "from_repository", "kind")
     MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +47,7 @@ class Target(_message.Message):
     URL_FIELD_NUMBER: _ClassVar[int]
     TAG_FIELD_NUMBER: _ClassVar[int]
     FROM_REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     media_type: str
     digest: str
     size: int
@@ -45,7 +56,8 @@ class Target(_message.Message):
     url: str
     tag: str
     from_repository: str
-    def __init__(self, media_type: _Optional[str] = ..., digest: _Optional[str] = ..., size: _Optional[int] = ..., length: _Optional[int] = ..., repository: _Optional[str] = ..., url: _Optional[str] = ..., tag: _Optional[str] = ..., from_repository: _Optional[str] = ...) -> None: ...
+    kind: TargetKind
+    def __init__(self, media_type: _Optional[str] = ..., digest: _Optional[str] = ..., size: _Optional[int] = ..., length: _Optional[int] = ..., repository: _Optional[str] = ..., url: _Optional[str] = ..., tag: _Optional[str] = ..., from_repository: _Optional[str] = ..., kind: _Optional[_Union[TargetKind, str]] = ...) -> None: ...
 
 class Request(_message.Message):
     __slots__ = ("id", "addr", "host", "method", "useragent")
