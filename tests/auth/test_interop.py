@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import jwt
@@ -138,13 +137,8 @@ class TokenAuthDistribution(DistributionProcess):
             }
         }
         self.config_path.write_text(yaml.safe_dump(config))
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [distribution_binary(), "serve", str(self.config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        wait_http(f"{self.url}/v2/", proc=self.proc)
+        proc = self.spawn([distribution_binary(), "serve", str(self.config_path)])
+        wait_http(f"{self.url}/v2/", proc=proc)
         return self
 
 

@@ -18,6 +18,7 @@ import pytest
 
 from nimbus.up.cli import PORT_FLAGS
 from nimbus.up.launcher import READY_LINE
+from tests.fixtures.process import ChildProcess
 from tests.fixtures.registry import free_ports
 
 NIMBUS = [sys.executable, "-m", "nimbus.cli"]
@@ -99,8 +100,11 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-class UpProcess:
+class UpProcess(ChildProcess):
     """`nimbus up` with every port its own and its data under `data_dir`."""
+
+    # A stack stops each of its services before it exits.
+    stop_timeout = 60.0
 
     def __init__(
         self, data_dir: Path, ports: Ports, args: list[str], env: dict[str, str] | None = None
@@ -111,23 +115,18 @@ class UpProcess:
         self.env = {**os.environ, **(env or {})}
         # What `nimbus ctl` must present when the stack runs with an admin token.
         self.token = args[args.index("--admin-token") + 1] if "--admin-token" in args else ""
-        self.out_path = data_dir.parent / f"up-{time.monotonic_ns()}.out"
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(data_dir.parent / f"up-{time.monotonic_ns()}.out")
         self.pids: list[int] = []
 
     def start(self) -> UpProcess:
-        with open(self.out_path, "wb") as out:
-            self.proc = subprocess.Popen(
-                [*NIMBUS, "up", "--data-dir", str(self.data_dir), *self.ports.flags(), *self.args],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=self.env,
-            )
+        self.spawn(
+            [*NIMBUS, "up", "--data-dir", str(self.data_dir), *self.ports.flags(), *self.args],
+            self.env,
+        )
         return self
 
     def output(self) -> str:
-        return self.out_path.read_text(errors="replace")
+        return self.log_text()
 
     async def wait_ready(self, within: float = 90) -> str:
         assert self.proc is not None
@@ -173,13 +172,7 @@ class UpProcess:
 
     def cleanup(self) -> None:
         """After a failed test: nothing may outlive it."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.stop()
         for pid in self.pids:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
