@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from nats.aio.client import Client
+from nats.errors import AuthorizationError
 
 from nimbus.config import ConfigError
 
@@ -98,6 +99,28 @@ class NatsClientConfig:
                 raise ConfigError(f"{prefix}{key}: no such file {path!r}")
 
 
+class NatsRefused(ConfigError):
+    """NATS refused the credentials: trying again cannot help, the configuration must change."""
+
+
+def _refusal(options: NatsOptions, error: Exception) -> NatsRefused | None:
+    if (
+        not isinstance(error, AuthorizationError)
+        and "authorization violation" not in str(error).lower()
+    ):
+        return None
+    if options.creds:
+        what = f"the credentials file {options.creds!r} (nats_creds)"
+    elif options.token:
+        what = "the token (nats_token)"
+    elif options.user:
+        what = f"user {options.user!r} or its password (nats_user, nats_password)"
+    else:
+        what = "a connection without credentials (set nats_token, nats_user or nats_creds)"
+    servers = ", ".join(options.servers)
+    return NatsRefused(f"NATS at {servers} refused {what}: authorization violation")
+
+
 def tls_context(options: NatsOptions) -> ssl.SSLContext | None:
     """The client TLS context, or None for plain connections. Reads files: call off the loop."""
     if not options.wants_tls:
@@ -116,15 +139,21 @@ async def connect(
 ) -> Client:
     """Connect, retrying until a server answers; afterwards the client reconnects by itself.
 
-    Run it as a task when the service must work before NATS is up.
+    Run it as a task when the service must work before NATS is up. Credentials that a server
+    refuses raise NatsRefused at once, rather than being tried forever.
     """
     if not options.servers:
         raise ValueError("no NATS server URL given")
     context = await asyncio.to_thread(tls_context, options)
     failures = 0
+    connecting = True
 
     async def error_cb(exc: Exception) -> None:
         nonlocal failures
+        refused = _refusal(options, exc) if connecting else None
+        if refused is not None:
+            # Raised inside the client's connect loop, this ends it.
+            raise refused from None
         failures += 1
         # Every attempt fails alike while NATS is away: say it on the first and now and then.
         if failures == 1 or failures % 30 == 0:
@@ -147,25 +176,30 @@ async def connect(
             await on_reconnect()
 
     nc = Client()
-    await nc.connect(
-        servers=options.servers,
-        name=options.name,
-        error_cb=error_cb,
-        disconnected_cb=disconnected_cb,
-        reconnected_cb=reconnected_cb,
-        allow_reconnect=True,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=RECONNECT_WAIT,
-        connect_timeout=max(1, round(options.connect_timeout)),
-        ping_interval=PING_INTERVAL,
-        max_outstanding_pings=MAX_OUTSTANDING_PINGS,
-        tls=context,
-        tls_hostname=options.tls_hostname or None,
-        user_credentials=options.creds or None,
-        token=options.token or None,
-        user=options.user or None,
-        password=options.password or None,
-    )
+    try:
+        await nc.connect(
+            servers=options.servers,
+            name=options.name,
+            error_cb=error_cb,
+            disconnected_cb=disconnected_cb,
+            reconnected_cb=reconnected_cb,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=RECONNECT_WAIT,
+            connect_timeout=max(1, round(options.connect_timeout)),
+            ping_interval=PING_INTERVAL,
+            max_outstanding_pings=MAX_OUTSTANDING_PINGS,
+            tls=context,
+            tls_hostname=options.tls_hostname or None,
+            user_credentials=options.creds or None,
+            token=options.token or None,
+            user=options.user or None,
+            password=options.password or None,
+        )
+    except NatsRefused:
+        await nc.close()
+        raise
+    connecting = False
     url = nc.connected_url
     log.info(
         "NATS connected", extra={"server": url.netloc if url else "", "connection": options.name}

@@ -11,7 +11,7 @@ from nats.js import JetStreamContext
 
 from nimbus import eventstream, natsconn, streams
 from nimbus.eventstream import StreamSettings
-from nimbus.natsconn import NatsOptions
+from nimbus.natsconn import NatsOptions, NatsRefused
 from proto.nimbus.v1 import events_pb2
 from registry.events.schema import subject_of
 
@@ -64,6 +64,11 @@ class JetStreamPublisher:
             await self._connect_and_prepare()
         except asyncio.CancelledError:
             raise
+        except NatsRefused as exc:
+            # A configuration to fix, not a fault of ours: its message says which.
+            log.error(
+                "cannot connect to NATS; events stay in the outbox", extra={"error": str(exc)}
+            )
         except Exception:
             # Events keep going to the outbox; say loudly why they are not published.
             log.exception("cannot connect to NATS; events stay in the outbox")

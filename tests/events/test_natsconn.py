@@ -6,18 +6,21 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from nimbus.natsconn import NatsOptions, connect
+from nimbus.natsconn import NatsOptions, NatsRefused, connect
 from tests.fixtures.nats import NatsServer
-from tests.fixtures.registry import free_port
+from tests.fixtures.registry import RegistryFactory, free_port
 
 
 async def round_trip(options: NatsOptions) -> None:
@@ -57,14 +60,82 @@ async def test_first_live_url_of_several(server_factory: ServerFactory) -> None:
 async def test_token(server_factory: ServerFactory) -> None:
     server = server_factory("--auth", "s3cret-token")
     await round_trip(NatsOptions(servers=[server.url], token="s3cret-token"))
-    # A wrong token never connects (the client keeps trying, as a service should).
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(connect(NatsOptions(servers=[server.url], token="wrong")), 1.5)
 
 
 async def test_user_and_password(server_factory: ServerFactory) -> None:
     server = server_factory("--user", "nimbus", "--pass", "pa55word")
     await round_trip(NatsOptions(servers=[server.url], user="nimbus", password="pa55word"))
+
+
+async def test_refused_credentials_are_named_at_once(server_factory: ServerFactory) -> None:
+    by_token = server_factory("--auth", "s3cret-token")
+    by_user = server_factory("--user", "nimbus", "--pass", "pa55word")
+    cases = [
+        (NatsOptions(servers=[by_token.url], token="wrong-token"), "the token (nats_token)"),
+        (
+            NatsOptions(servers=[by_token.url]),
+            "a connection without credentials (set nats_token, nats_user or nats_creds)",
+        ),
+        (
+            NatsOptions(servers=[by_user.url], user="nimbus", password="wrong-password"),
+            "user 'nimbus' or its password (nats_user, nats_password)",
+        ),
+    ]
+    for options, named in cases:
+        # Not retried until the caller gives up: a hang fails here as a TimeoutError.
+        with pytest.raises(NatsRefused) as refused:
+            await asyncio.wait_for(connect(options), 20)
+        message = str(refused.value)
+        assert f"NATS at {options.servers[0]} refused {named}: authorization violation" == message
+        assert "wrong" not in message  # never the secret itself
+
+
+async def test_a_service_given_refused_credentials_exits_with_the_reason(
+    server_factory: ServerFactory,
+) -> None:
+    server = server_factory("--user", "nimbus", "--pass", "pa55word")
+    address = f"127.0.0.1:{free_port()}"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "nimbus.cli",
+        "notifier",
+        *("--nats", server.url, "--nats-user", "nimbus", "--nats-password", "wrong"),
+        *("--grpc-listen", address),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    output = (out + err).decode()
+    assert proc.returncode == 2, output
+    assert (
+        f"nimbus notifier: configuration error: NATS at {server.url} refused user 'nimbus' "
+        "or its password (nats_user, nats_password): authorization violation"
+    ) in output
+    assert "Traceback" not in output
+
+
+async def test_a_registry_given_refused_credentials_says_why_and_keeps_serving(
+    server_factory: ServerFactory, registry_factory: RegistryFactory
+) -> None:
+    server = server_factory("--auth", "s3cret-token")
+    registry = registry_factory(
+        extra_args=["--nats", server.url, "--nats-token", "wrong", "--site", "a"]
+    )
+    expected = f"NATS at {server.url} refused the token (nats_token): authorization violation"
+    deadline = time.monotonic() + 30
+    while expected not in registry.log_text():
+        assert time.monotonic() < deadline, registry.log_text()[-2000:]
+        await asyncio.sleep(0.1)
+    assert "Traceback" not in registry.log_text()
+    async with aiohttp.ClientSession() as http, http.get(f"{registry.url}/v2/") as answer:
+        assert answer.status == 200
 
 
 def _cert(
