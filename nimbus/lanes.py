@@ -36,7 +36,7 @@ J = TypeVar("J")
 
 # Errors that say NATS (or JetStream behind it) cannot be reached right now; any other error
 # of the client is an answer, and asking again gets the same one.
-_NATS_AWAY: tuple[type[BaseException], ...] = (
+NATS_UNAVAILABLE: tuple[type[Exception], ...] = (
     TimeoutError,
     ConnectionError,
     nats.errors.ConnectionClosedError,
@@ -54,7 +54,7 @@ _NATS_AWAY: tuple[type[BaseException], ...] = (
 
 def nats_unavailable(error: BaseException) -> bool:
     """Whether ``error`` means NATS is away for now (another try later may succeed)."""
-    return isinstance(error, _NATS_AWAY)
+    return isinstance(error, NATS_UNAVAILABLE)
 
 
 class Unreadable(Exception):

@@ -7,13 +7,14 @@ from typing import TypeVar
 
 import aiohttp
 import grpc
-import nats.errors
 
-from nimbus.grpcerrors import Context, error_mapper
+from nimbus.grpcerrors import Context, error_mapper, stream_error_mapper
+from nimbus.lanes import NATS_UNAVAILABLE
+from nimbus.oci.errors import RegistryError
 from nimbus.timestamps import timestamp
 from proto.nimbus.v1 import replication_pb2, replication_pb2_grpc
+from replicator.errors import FailureNotFound, InvalidRequest
 from replicator.failures import Failure
-from replicator.oci.errors import RegistryError
 from replicator.peers import Peer, PeerError, PeerExistsError, PeerNotFoundError
 from replicator.rules import Rule
 from replicator.service import ReplicationService
@@ -23,13 +24,16 @@ T = TypeVar("T")
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
+# Only the domain's own errors, and the outages a caller may wait out; anything else is a
+# fault of the replicator: INTERNAL, with its traceback in the log.
 _CODES: list[tuple[type[Exception], grpc.StatusCode]] = [
     (PeerNotFoundError, grpc.StatusCode.NOT_FOUND),
+    (FailureNotFound, grpc.StatusCode.NOT_FOUND),
     (PeerExistsError, grpc.StatusCode.ALREADY_EXISTS),
     (PeerError, grpc.StatusCode.INVALID_ARGUMENT),
-    (KeyError, grpc.StatusCode.NOT_FOUND),
-    (ValueError, grpc.StatusCode.INVALID_ARGUMENT),
-    (nats.errors.Error, grpc.StatusCode.UNAVAILABLE),
+    (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    *((cls, grpc.StatusCode.UNAVAILABLE) for cls in NATS_UNAVAILABLE),
+    # This site's registry, listed by Sync, is away or refuses.
     (RegistryError, grpc.StatusCode.UNAVAILABLE),
     (aiohttp.ClientError, grpc.StatusCode.UNAVAILABLE),
 ]
@@ -40,8 +44,6 @@ def _message(error: Exception) -> str:
         return f"no peer named {error.args[0]!r}"
     if isinstance(error, PeerExistsError):
         return f"a peer named {error.args[0]!r} exists already"
-    if isinstance(error, KeyError) and error.args:
-        return str(error.args[0])
     return str(error) or type(error).__name__
 
 
@@ -53,7 +55,7 @@ def _page(items: Sequence[T], page_size: int, page_token: str) -> tuple[Sequence
     try:
         start = int(page_token) if page_token else 0
     except ValueError:
-        raise ValueError("page_token: not one this API gave") from None
+        raise InvalidRequest("page_token: not one this API gave") from None
     end = start + size
     return items[start:end], (str(end) if end < len(items) else "")
 
@@ -110,43 +112,25 @@ def peer_from_proto(msg: replication_pb2.Peer) -> Peer:
     )
 
 
-_UPDATABLE = {
-    "url",
-    "site",
-    "credentials",
-    "tls_insecure",
-    "ca_pem",
-    "reconcile_interval_seconds",
-    "rules",
+# The update mask's paths (fields of the Peer message) as fields of the domain's peer.
+_FIELDS: dict[str, tuple[str, ...]] = {
+    "url": ("url",),
+    "site": ("site",),
+    "credentials": ("username", "password", "token"),
+    "credentials.username": ("username",),
+    "credentials.password": ("password",),
+    "credentials.token": ("token",),
+    "tls_insecure": ("tls_verify",),
+    "ca_pem": ("ca_pem",),
+    "reconcile_interval_seconds": ("reconcile_interval",),
+    "rules": ("rules",),
 }
 
 
-def apply_update(current: Peer, msg: replication_pb2.Peer, paths: Sequence[str]) -> Peer:
-    """``current`` with the fields ``paths`` names taken from ``msg`` (all when empty)."""
-    new = peer_from_proto(msg)
-    fields = set(paths) or _UPDATABLE
-    unknown = fields - _UPDATABLE - {f"credentials.{k}" for k in ("username", "password", "token")}
-    if unknown:
-        raise ValueError(f"update_mask: cannot update {', '.join(sorted(unknown))}")
-    credentials_given = bool(new.username or new.password or new.token)
-    replace_credentials = "credentials" in paths or (not paths and credentials_given)
-    return Peer(
-        name=current.name,
-        url=new.url if "url" in fields else current.url,
-        site=new.site if "site" in fields else current.site,
-        username=new.username if replace_credentials else current.username,
-        password=new.password if replace_credentials else current.password,
-        token=new.token if replace_credentials else current.token,
-        tls_verify=new.tls_verify if "tls_insecure" in fields else current.tls_verify,
-        ca_pem=new.ca_pem if "ca_pem" in fields else current.ca_pem,
-        reconcile_interval=(
-            new.reconcile_interval
-            if "reconcile_interval_seconds" in fields
-            else current.reconcile_interval
-        ),
-        rules=new.rules if "rules" in fields else current.rules,
-        created_at=current.created_at,
-    )
+def update_fields(paths: Sequence[str]) -> list[str]:
+    """The peer fields an update mask names; unknown paths pass as they are, for the service
+    to refuse by name."""
+    return [field for path in paths for field in _FIELDS.get(path, (path,))]
 
 
 def failure_to_proto(failure: Failure) -> replication_pb2.Failure:
@@ -158,6 +142,7 @@ def failure_to_proto(failure: Failure) -> replication_pb2.Failure:
         digest=failure.digest,
         action=failure.action,
         reason=failure.reason,
+        kind=failure.kind,
         attempts=failure.attempts,
         first_failed=timestamp(failure.first_failed),
         last_failed=timestamp(failure.last_failed),
@@ -195,9 +180,11 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):  # type: ig
     async def UpdatePeer(
         self, request: replication_pb2.UpdatePeerRequest, context: Context
     ) -> replication_pb2.Peer:
-        current = await self._service.get_peer(request.peer.name)
-        updated = apply_update(current, request.peer, list(request.update_mask.paths))
-        return peer_to_proto(await self._service.update_peer(updated))
+        fields = update_fields(request.update_mask.paths)
+        updated = await self._service.update_peer(
+            request.peer.name, peer_from_proto(request.peer), fields
+        )
+        return peer_to_proto(updated)
 
     @_mapped
     async def DeletePeer(
@@ -251,23 +238,20 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):  # type: ig
             still_failing=[failure_to_proto(f) for f in outcome.still_failing],
         )
 
+    @stream_error_mapper(_CODES, _message)
     async def Sync(
         self, request: replication_pb2.SyncRequest, context: Context
     ) -> AsyncIterator[replication_pb2.SyncProgress]:
-        try:
-            async for p in self._service.sync(request.peer, request.repository):
-                yield replication_pb2.SyncProgress(
-                    phase=p.phase,
-                    repository=p.repository,
-                    reference=p.reference,
-                    done=p.done,
-                    total=p.total,
-                    images_copied=p.images_copied,
-                    bytes_copied=p.bytes_copied,
-                    failed=p.failed,
-                    error=p.error,
-                    finished=p.finished,
-                )
-        except tuple(cls for cls, _ in _CODES) as error:
-            code = next(code for cls, code in _CODES if isinstance(error, cls))
-            await context.abort(code, _message(error))
+        async for p in self._service.sync(request.peer, request.repository):
+            yield replication_pb2.SyncProgress(
+                phase=p.phase,
+                repository=p.repository,
+                reference=p.reference,
+                done=p.done,
+                total=p.total,
+                images_copied=p.images_copied,
+                bytes_copied=p.bytes_copied,
+                failed=p.failed,
+                error=p.error,
+                finished=p.finished,
+            )

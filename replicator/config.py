@@ -41,6 +41,9 @@ class WorkerConfig:
     retry_max: float = 30.0
     # Tags copied at once by Sync.
     sync_concurrency: int = 4
+    # Tries of an event whose change fails inside the replicator (not at a registry) before
+    # it becomes an `internal` failure record and its repository's next event goes.
+    job_attempts: int = 3
 
 
 @dataclass
@@ -82,6 +85,7 @@ class ReplicatorConfig(NatsClientConfig):
             "worker.chunk_size_mib": w.chunk_size_mib,
             "worker.blob_concurrency": w.blob_concurrency,
             "worker.sync_concurrency": w.sync_concurrency,
+            "worker.job_attempts": w.job_attempts,
         }.items():
             if count < 1:
                 raise ConfigError(f"{key}: must be at least 1, got {count}")
@@ -111,4 +115,5 @@ class ReplicatorConfig(NatsClientConfig):
             blob_concurrency=w.blob_concurrency,
             retry_initial=w.retry_initial,
             retry_max=w.retry_max,
+            job_attempts=w.job_attempts,
         )

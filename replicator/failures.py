@@ -6,6 +6,7 @@ import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 
 from nats.js.client import JetStreamContext
 from nats.js.errors import KeyNotFoundError, NoKeysError
@@ -13,6 +14,19 @@ from nats.js.kv import KeyValue
 
 from nimbus import streams
 from nimbus.kvbucket import open_bucket
+
+
+class FailureKind(StrEnum):
+    """Why a change failed, so an operator knows where to look."""
+
+    # A registry (the peer, or this site's) answered with an error that retrying will not
+    # change (401, 403, 404, an unsupported delete), or content did not match its digest.
+    PEER_REFUSED = "peer-refused"
+    # Connection errors, timeouts, 5xx, 408 or 429 through every try (sync and retries try a
+    # few times; the event stream waits as long as it takes).
+    PEER_UNREACHABLE = "peer-unreachable"
+    # A fault of the replicator itself; its traceback is in the log.
+    INTERNAL = "internal"
 
 
 @dataclass
@@ -24,6 +38,7 @@ class Failure:
     digest: str
     action: str
     reason: str
+    kind: str = FailureKind.PEER_REFUSED.value
     attempts: int = 1
     first_failed: float = 0.0
     last_failed: float = 0.0

@@ -11,19 +11,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, replace
 
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from nimbus import streams
 from nimbus.kvbucket import open_bucket
+from nimbus.oci.client import RegistryClient
+from nimbus.oci.transport import Credentials, ssl_context
 from replicator.config import ReplicatorConfig
+from replicator.errors import FailureNotFound, InvalidRequest
 from replicator.failures import Failure, FailureStore
-from replicator.oci.auth import Credentials
-from replicator.oci.client import RegistryClient, ssl_context
-from replicator.peers import Peer, PeerNotFoundError, PeerStore
+from replicator.peers import NAME_RE, Peer, PeerNotFoundError, PeerStore
 from replicator.status import PeerCounters, StatusBoard
 from replicator.sync import ReconcileLease, SyncProgress, reconcile_forever, sync
 from replicator.worker import Change, PeerWorker, backlog, delete_consumer, ensure_consumer
@@ -32,6 +33,11 @@ log = logging.getLogger("nimbus.replicator")
 
 # How often a replica looks for peers created, changed or deleted through another replica.
 REFRESH_SECONDS = 2.0
+# The fields of a peer an update may change (its name and creation time stay).
+CREDENTIALS = frozenset({"username", "password", "token"})
+UPDATABLE = frozenset(
+    {"url", "site", "tls_verify", "ca_pem", "reconcile_interval", "rules"} | CREDENTIALS
+)
 
 
 @dataclass
@@ -173,19 +179,37 @@ class ReplicationService:
         await self.refresh()
         return created
 
-    async def get_peer(self, name: str) -> Peer:
+    async def _peer(self, name: str) -> Peer:
+        if not NAME_RE.match(name):
+            raise PeerNotFoundError(name)  # nor a key the bucket could hold
         return await self.peers.get(name)
+
+    async def get_peer(self, name: str) -> Peer:
+        return await self._peer(name)
 
     async def list_peers(self) -> list[Peer]:
         return await self.peers.list()
 
-    async def update_peer(self, peer: Peer) -> Peer:
-        await self.peers.get(peer.name)
-        updated = await self.peers.put(peer)
+    async def update_peer(self, name: str, draft: Peer, fields: Sequence[str] = ()) -> Peer:
+        """Change the ``fields`` of peer ``name`` to those of ``draft``; every field when none
+        are named, save the credentials, replaced then only when ``draft`` has some (a peer as
+        read never shows its secrets, so writing one back must not erase them)."""
+        unknown = sorted(set(fields) - UPDATABLE)
+        if unknown:
+            raise InvalidRequest(f"cannot update {', '.join(unknown)}")
+        current = await self._peer(name)
+        chosen = set(fields)
+        if not fields:
+            chosen = set(UPDATABLE - CREDENTIALS)
+            if draft.username or draft.password or draft.token:
+                chosen |= CREDENTIALS
+        updated = replace(current, **{f: getattr(draft, f) for f in chosen})
+        updated = await self.peers.put(updated)
         await self.refresh()
         return updated
 
     async def delete_peer(self, name: str) -> None:
+        await self._peer(name)  # a name no peer can have is not a key to ask NATS for
         await self.peers.delete(name)
         await self.refresh()
         await delete_consumer(self.js, self.site, name)
@@ -197,7 +221,7 @@ class ReplicationService:
     async def get_status(self, name: str = "") -> list[PeerStatus]:
         names = [name] if name else [peer.name for peer in await self.peers.list()]
         if name:
-            await self.peers.get(name)
+            await self._peer(name)
         failures = await self.failures.list()
         found = []
         for peer in names:
@@ -215,18 +239,18 @@ class ReplicationService:
 
     async def list_failures(self, peer: str = "") -> list[Failure]:
         if peer:
-            await self.peers.get(peer)
+            await self._peer(peer)
         return await self.failures.list(peer)
 
     async def retry_failures(self, peer: str, failure_id: str = "") -> RetryOutcome:
         """Apply failed changes again now (a few tries each); successes clear their record."""
-        await self.peers.get(peer)
+        await self._peer(peer)
         await self.refresh()
         worker = self.worker(peer)
         if failure_id:
             one = await self.failures.get(peer, failure_id)
             if one is None:
-                raise KeyError(f"no failure {failure_id!r} for peer {peer!r}")
+                raise FailureNotFound(f"no failure {failure_id!r} for peer {peer!r}")
             todo = [one]
         else:
             todo = await self.failures.list(peer)
@@ -244,7 +268,7 @@ class ReplicationService:
         return outcome
 
     async def sync(self, peer: str, repository: str = "") -> AsyncIterator[SyncProgress]:
-        await self.peers.get(peer)
+        await self._peer(peer)
         await self.refresh()
         async for progress in sync(
             self.worker(peer), repository, self.config.worker.sync_concurrency

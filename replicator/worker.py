@@ -13,8 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -34,14 +33,20 @@ from tenacity import (
 
 from nimbus import streams
 from nimbus.events import MANIFEST, Action, UndecodableEvent, decode
-from nimbus.natsfetch import fetch_available
+from nimbus.lanes import LaneConsumer, LaneHandler, LaneSettings, Unreadable
 from nimbus.oci import mediatypes as mt
 from nimbus.oci.client import RegistryClient
-from nimbus.oci.errors import RegistryError, is_transient
+from nimbus.oci.documents import InvalidManifestError
+from nimbus.oci.errors import (
+    DigestMismatchError,
+    RegistryError,
+    SizeMismatchError,
+    is_transient,
+)
 from nimbus.oci.headers import ORIGIN_SITE_HEADER
 from proto.nimbus.v1 import events_pb2
 from replicator.copier import DEFAULT_CHUNK_SIZE, Copier, CopyResult, MountHints, SourceMissingError
-from replicator.failures import Failure, FailureStore
+from replicator.failures import Failure, FailureKind, FailureStore
 from replicator.peers import Peer
 from replicator.rules import RuleAction, first_match
 from replicator.status import StatusBoard
@@ -58,6 +63,25 @@ class TagDeleteUnsupportedError(Exception):
     """The peer cannot delete a tag alone (the spec lets registries refuse)."""
 
 
+# Answers that retrying will not change: the change fails for good, and the peer goes on.
+REFUSALS = (
+    RegistryError,
+    DigestMismatchError,
+    SizeMismatchError,
+    InvalidManifestError,
+    TagDeleteUnsupportedError,
+)
+
+
+def failure_kind(error: BaseException) -> FailureKind:
+    """Who is to blame: a registry's answer, an unreachable peer, or the replicator itself."""
+    if is_transient(error):
+        return FailureKind.PEER_UNREACHABLE
+    if isinstance(error, REFUSALS):
+        return FailureKind.PEER_REFUSED
+    return FailureKind.INTERNAL
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     ack_wait: float = 30.0
@@ -68,6 +92,8 @@ class WorkerSettings:
     retry_initial: float = 0.5
     retry_max: float = 30.0
     fetch_timeout: float = 2.0
+    # Tries of an event whose change fails inside the replicator before it is given up.
+    job_attempts: int = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +133,7 @@ def change_of(event: events_pb2.Event) -> Change | None:
     )
 
 
-class PeerWorker:
+class PeerWorker(LaneHandler[Change]):
     """Applies changes to one peer: from its consumer, and on demand (sync, retry)."""
 
     def __init__(
@@ -136,11 +162,16 @@ class PeerWorker:
             blob_concurrency=settings.blob_concurrency,
             hints=MountHints(),
         )
-        self._lanes: dict[str, deque[Msg]] = {}
-        # Msg is an unhashable dataclass: held by identity.
-        self._held: dict[int, Msg] = {}
-        self._room = asyncio.Condition()
-        self._tasks: set[asyncio.Task[None]] = set()
+        lanes = LaneSettings(
+            ack_wait=settings.ack_wait,
+            max_in_flight=settings.max_in_flight,
+            fetch_batch=settings.max_in_flight,
+            fetch_wait=settings.fetch_timeout,
+            attempts=settings.job_attempts,
+            retry_initial=settings.retry_initial,
+            retry_max=settings.retry_max,
+        )
+        self._consumer = LaneConsumer(self, lanes, log, {"peer": peer.name})
         self._main: asyncio.Task[None] | None = None
 
     @property
@@ -160,15 +191,10 @@ class PeerWorker:
             )
 
     async def stop(self) -> None:
-        tasks = [t for t in [self._main, *self._tasks] if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        # Hand unfinished events to another replica now rather than after ack_wait.
-        for msg in list(self._held.values()):
-            with contextlib.suppress(Exception):
-                await msg.nak()
-        self._held.clear()
+        """Stop consuming; unfinished events go to another replica now, not after ack_wait."""
+        if self._main is not None:
+            self._main.cancel()
+            await asyncio.gather(self._main, return_exceptions=True)
         await self.client.close()
 
     async def _run(self) -> None:
@@ -187,113 +213,46 @@ class PeerWorker:
                     extra={"peer": self.peer.name, "error": repr(error)},
                 )
                 await asyncio.sleep(2)
-        keepalive = asyncio.create_task(self._keep_alive())
-        self._tasks.add(keepalive)
         log.info("peer worker started", extra={"peer": self.peer.name, "consumer": self.consumer})
         try:
-            await self._fetch_forever(sub)
+            await self._consumer.run(sub)
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
-    async def _fetch_forever(self, sub: Any) -> None:
-        while True:
-            async with self._room:
-                await self._room.wait_for(lambda: len(self._held) < self.settings.max_in_flight)
-                room = self.settings.max_in_flight - len(self._held)
-            try:
-                msgs = await fetch_available(sub, room, self.settings.fetch_timeout)
-            except asyncio.CancelledError:
-                raise
-            except TimeoutError:
-                continue
-            except Exception as error:  # NATS reconnecting: try again shortly
-                log.debug("fetch failed", extra={"peer": self.peer.name, "error": repr(error)})
-                await asyncio.sleep(0.5)
-                continue
-            for msg in msgs:
-                try:
-                    await self._dispatch(msg)
-                except Exception:  # a bug must not stop the peer: JetStream redelivers
-                    log.exception("cannot dispatch an event", extra={"peer": self.peer.name})
+    # -- the lane handler: one lane per repository ----------------------------------------
 
-    async def _dispatch(self, msg: Msg) -> None:
+    def route(self, msg: Msg) -> list[tuple[Hashable, Change]]:
         try:
             event = decode(msg.data)
         except UndecodableEvent as error:
-            log.error(
-                "unreadable message dropped: %s",
-                error,
-                extra={"peer": self.peer.name, "seq": msg.metadata.sequence.stream},
-            )
-            await msg.term()
-            return
+            raise Unreadable(str(error)) from None
         change = change_of(event)
         if change is None or not self.wants(change):
-            await msg.ack()
-            return
-        self._held[id(msg)] = msg
+            return []
         self.status.in_flight(self.peer.name, 1)
-        lane = self._lanes.get(change.repository)
-        if lane is not None:
-            lane.append(msg)
-            return
-        self._lanes[change.repository] = deque([msg])
-        task = asyncio.create_task(self._drain(change.repository))
-        self._tasks.add(task)
-        task.add_done_callback(self._lane_done)
+        return [(change.repository, change)]
 
-    def _lane_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            # A bug, not a peer problem: the held events go back to JetStream after ack_wait.
-            log.error("lane failed", exc_info=task.exception(), extra={"peer": self.peer.name})
+    def settled(self, change: Change) -> None:
+        self.status.in_flight(self.peer.name, -1)
 
-    async def _drain(self, repository: str) -> None:
-        """Apply one repository's events in order, then let the lane go."""
-        lane = self._lanes[repository]
-        try:
-            while lane:
-                msg = lane[0]
-                change = change_of(decode(msg.data))
-                assert change is not None
-                try:
-                    await self._handle(msg, change)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    # NATS away while recording or acking: JetStream hands the event out again
-                    # (replaying a copy is harmless); the lane goes on with the next one.
-                    log.exception("event not settled", extra={"peer": self.peer.name})
-                    with contextlib.suppress(Exception):
-                        await msg.nak(delay=self.settings.retry_max)
-                lane.popleft()
-                self._held.pop(id(msg), None)
-                self.status.in_flight(self.peer.name, -1)
-                async with self._room:
-                    self._room.notify_all()
-        finally:
-            if self._lanes.get(repository) is lane and not lane:
-                del self._lanes[repository]
+    def describe(self, change: Change) -> dict[str, str]:
+        return {"peer": self.peer.name, "change": change.describe()}
 
-    async def _handle(self, msg: Msg, change: Change) -> None:
+    async def handle(self, change: Change) -> None:
+        """Apply one event's change: a peer's refusal becomes a failure record; anything else
+        that goes wrong is the consumer's to try again and, in the end, give up."""
         try:
             await self.apply(change)
         except SourceMissingError as error:
             # Gone from the source since (deleted): the delete's own event says what to do.
             log.info("nothing to copy", extra={"peer": self.peer.name, "reason": str(error)})
-        except Exception as error:
+        except REFUSALS as error:
             await self.fail(change, error)
-        await msg.ack()
 
-    async def _keep_alive(self) -> None:
-        """Progress acks for held events, so JetStream does not hand them to another replica."""
-        interval = max(0.5, self.settings.ack_wait / 3)
-        while True:
-            await asyncio.sleep(interval)
-            for msg in list(self._held.values()):
-                with contextlib.suppress(Exception):
-                    await msg.in_progress()
+    async def give_up(self, change: Change, error: Exception) -> None:
+        # The consumer logged the traceback; the record says where to look.
+        await self._record(change, error, FailureKind.INTERNAL)
 
     # -- applying changes ---------------------------------------------------------------
 
@@ -360,11 +319,19 @@ class PeerWorker:
         return result
 
     async def fail(self, change: Change, error: BaseException) -> Failure:
+        """Record a change that failed for good; a fault of ours is logged with its traceback."""
+        kind = failure_kind(error)
+        fields = {"peer": self.peer.name, "change": change.describe(), "kind": kind.value}
+        if kind is FailureKind.INTERNAL:
+            log.error("replication failed: internal error", exc_info=error, extra=fields)
+        else:
+            log.warning("replication failed", extra={**fields, "reason": str(error)})
+        return await self._record(change, error, kind)
+
+    async def _record(self, change: Change, error: BaseException, kind: FailureKind) -> Failure:
         reason = str(error) or repr(error)
-        log.warning(
-            "replication failed",
-            extra={"peer": self.peer.name, "change": change.describe(), "reason": reason},
-        )
+        if kind is FailureKind.INTERNAL:
+            reason = f"internal error: {type(error).__name__}: {reason}"
         self.status.error(self.peer.name, f"{change.describe()}: {reason}")
         return await self.failures.record(
             Failure(
@@ -374,6 +341,7 @@ class PeerWorker:
                 digest=change.digest,
                 action=change.action,
                 reason=reason,
+                kind=kind.value,
             )
         )
 

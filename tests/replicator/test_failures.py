@@ -74,6 +74,7 @@ async def test_auth_failure_is_recorded_then_retried_after_the_fix(
     failure = await eventually(recorded)
     assert (failure.repository, failure.reference, failure.action) == ("locked/app", "v1", "push")
     assert "401" in failure.reason
+    assert failure.kind == "peer-refused"
     status = (await api.GetStatus(replication_pb2.GetStatusRequest(peer="secure"))).peers[0]
     assert status.failures == 1 and status.last_error_reason
     assert status.backlog == 0  # a permanent error does not block the queue
