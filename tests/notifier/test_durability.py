@@ -19,7 +19,13 @@ from notifier.deliveries import delivery_id
 from proto.nimbus.v1 import events_pb2, webhooks_pb2, webhooks_pb2_grpc
 from tests.fixtures.nats import NatsServer
 from tests.fixtures.notifier import NotifierFactory, NotifierProcess
-from tests.notifier.conftest import ReceiverFactory, add_webhook, make_event, publish
+from tests.notifier.conftest import (
+    ReceiverFactory,
+    add_webhook,
+    make_event,
+    publish,
+    wait_settled,
+)
 from tests.notifier.receiver import Receiver
 
 # JetStream hands a message to another replica after 2 s without an ack or progress ack; an
@@ -50,6 +56,34 @@ async def wait_all_acked(js: JetStreamContext, within: float = 30.0) -> None:
     while (pending := await acks_pending(js)) > 0:
         assert time.monotonic() < deadline, f"{pending} events still unacknowledged"
         await asyncio.sleep(0.1)
+
+
+async def pass_every_lane(
+    js: JetStreamContext,
+    stub: webhooks_pb2_grpc.WebhooksStub,
+    webhook_id: str,
+    repositories: list[str],
+    instances: set[str],
+    rounds: int = 30,
+) -> set[str]:
+    """Publish one marker event per repository, round after round, until every instance has
+    delivered a marker of every repository; the markers' ids.
+
+    A replica sends a repository's events in stream order, so its marker of a repository comes
+    after every earlier event of that repository it holds."""
+    markers: set[str] = set()
+    passed: set[tuple[str, str]] = set()
+    for number in range(rounds):
+        batch = [make_event(repo, tag=f"marker-{number}") for repo in repositories]
+        markers.update(e.id for e in batch)
+        await wait_settled(js, await publish(js, batch))
+        for event in batch:
+            request = webhooks_pb2.GetDeliveryRequest(id=delivery_id(webhook_id, event.id))
+            record = await stub.GetDelivery(request)
+            passed.add((event.target.repository, record.attempts[-1].instance))
+        if len(passed) == len(repositories) * len(instances):
+            return markers
+    raise AssertionError(f"after {rounds} rounds of markers, lanes passed: {sorted(passed)}")
 
 
 async def wait_log(process: NotifierProcess, text: str, within: float = 30.0) -> None:
@@ -111,20 +145,22 @@ async def test_two_replicas_share_the_work_and_never_both_deliver_an_event(
         webhook = await add_webhook(webhooks_pb2_grpc.WebhooksStub(channel), receiver.url)
     second = notifier_factory(server.url, ["--instance", "second"], env=patient)
 
-    events = [make_event(f"team/app{i % 10}", tag=f"t{i}", seq=i) for i in range(600)]
+    repositories = [f"team/app{i}" for i in range(10)]
+    events = [make_event(repositories[i % 10], tag=f"t{i}", seq=i) for i in range(600)]
     await publish(js, events)
     await receiver.wait_delivered(600, within=60)
-    # Every event settled; then longer than a replica waiting on another's claim takes to look
-    # again, so a copy of an event handed to both replicas has had every chance to go out twice.
     await wait_all_acked(js)
-    await asyncio.sleep(2)
+    async with grpc.aio.insecure_channel(second.address) as channel:
+        stub = webhooks_pb2_grpc.WebhooksStub(channel)
+        # A copy of an event handed to both replicas may still wait in a lane of one of them;
+        # once each replica delivered a later event of every repository, none can be left.
+        markers = await pass_every_lane(js, stub, webhook.id, repositories, {"first", "second"})
+        records = await all_deliveries(stub, webhook.id)
 
     counts = Counter(r.json()["events"][0]["id"] for r in receiver.requests)
-    assert set(counts) == {e.id for e in events}
+    assert set(counts) == {e.id for e in events} | markers
     assert max(counts.values()) == 1, counts.most_common(3)
-    async with grpc.aio.insecure_channel(second.address) as channel:
-        records = await all_deliveries(webhooks_pb2_grpc.WebhooksStub(channel), webhook.id)
-    assert len(records) == 600
+    assert len(records) == 600 + len(markers)
     by_instance = Counter(r.attempts[-1].instance for r in records)
     assert set(by_instance) == {"first", "second"}, by_instance
 
