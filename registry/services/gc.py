@@ -271,6 +271,7 @@ class GarbageCollector:
                     async for progress in sweep(run):
                         yield progress
             except Exception as exc:
+                # Whatever stopped it (damage, a failing store), say what had been removed.
                 reason = (
                     str(exc) if isinstance(exc, _Unreadable) else f"{type(exc).__name__}: {exc}"
                 )
@@ -519,6 +520,7 @@ class GarbageCollector:
                 yield run.progress(Phase.SWEEP_BLOBS, f"removed blob {digest}", item)
             await self._delete_quietly(paths.gc_trash_run(run.run_id))
         except BaseException:
+            # Blobs left set aside are out of reach of pulls: return them before stopping.
             await self._put_all_back(run)
             raise
 
