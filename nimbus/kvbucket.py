@@ -6,10 +6,10 @@ from __future__ import annotations
 import logging
 
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, KeyValueConfig
 from nats.js.client import KV_STREAM_TEMPLATE
 from nats.js.errors import NotFoundError
-from nats.js.kv import KeyValue
+from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
 log = logging.getLogger("nimbus.nats")
 
@@ -41,3 +41,44 @@ async def open_bucket(
             extra={"bucket": bucket, "from": info.config.num_replicas, "to": replicas},
         )
     return await js.key_value(bucket)
+
+
+async def current_entries(kv: KeyValue, pattern: str = ">") -> list[KeyValue.Entry]:
+    """The current value of every key matching `pattern`, deleted ones left out.
+
+    A pull consumer, not a watch: its pending count is exact before any message moves, while
+    a watch can report "caught up" before entries already on their way have arrived.
+    """
+    js: JetStreamContext = kv._js
+    prefix: str = kv._pre
+    config = ConsumerConfig(
+        deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=300,
+        inactive_threshold=60,
+        mem_storage=True,
+    )
+    sub = await js.pull_subscribe(f"{prefix}{pattern}", stream=kv._stream, config=config)
+    found: list[KeyValue.Entry] = []
+    try:
+        remaining = (await sub.consumer_info()).num_pending or 0
+        while remaining > 0:
+            for msg in await sub.fetch(min(remaining, 256), timeout=10):
+                remaining -= 1
+                operation = (msg.headers or {}).get(KV_OP)
+                if operation in (KV_DEL, KV_PURGE) or not msg.data:
+                    continue
+                found.append(
+                    KeyValue.Entry(
+                        kv._name,
+                        msg.subject.removeprefix(prefix),
+                        msg.data,
+                        msg.metadata.sequence.stream,
+                        None,
+                        None,
+                        operation,
+                    )
+                )
+    finally:
+        await sub.unsubscribe()
+    return found

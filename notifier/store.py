@@ -15,7 +15,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
-from nimbus.kvbucket import open_bucket
+from nimbus.kvbucket import current_entries, open_bucket
 from nimbus.streams import WEBHOOKS_BUCKET
 from proto.nimbus.v1 import webhooks_pb2
 
@@ -34,16 +34,8 @@ def _decode(data: bytes) -> webhooks_pb2.Webhook:
 
 
 async def replay(kv: KeyValue, pattern: str) -> list[KeyValue.Entry]:
-    """The current value of every key matching `pattern` (one pass of an ordered consumer)."""
-    found: list[KeyValue.Entry] = []
-    watcher = await kv.watch(pattern, ignore_deletes=True)
-    try:
-        while (entry := await watcher.updates(timeout=30)) is not None:  # type: ignore[no-untyped-call]
-            if entry.value:
-                found.append(entry)
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
-    return found
+    """The current value of every key matching `pattern`."""
+    return await current_entries(kv, pattern)
 
 
 class WebhookStore:
