@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import wraps
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeAlias, TypeVar
 
 import grpc
 
@@ -13,7 +13,9 @@ R = TypeVar("R")
 Context = Any  # grpc.aio.ServicerContext; grpc ships no type information
 Method = Callable[[Any, Any, Context], Awaitable[R]]
 StreamMethod = Callable[[Any, Any, Context], AsyncIterator[R]]
-Codes = Sequence[tuple[type[Exception], grpc.StatusCode]]
+# A status, or a function giving it for errors that carry their kind (an OCI error code).
+Status: TypeAlias = "grpc.StatusCode | Callable[[Any], grpc.StatusCode]"
+Codes = Sequence[tuple[type[Exception], Status]]
 
 log = logging.getLogger("nimbus.grpc")
 
@@ -32,7 +34,8 @@ class _Mapper:
         domain's, else INTERNAL, logged with its traceback (a bug, not the caller's fault)."""
         for cls, code in self.codes:
             if isinstance(error, cls):
-                await context.abort(code, self.message(error))
+                status = code if isinstance(code, grpc.StatusCode) else code(error)
+                await context.abort(status, self.message(error))
         log.error("internal error", exc_info=error, extra={"method": method})
         await context.abort(grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__})")
         raise AssertionError("abort returned")  # abort raises; this keeps the type checker sure

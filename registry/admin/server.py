@@ -5,11 +5,28 @@ from __future__ import annotations
 import grpc
 
 from nimbus.grpcserver import start_grpc_server
-from registry.admin.servicer import registry_service
+from proto.nimbus.v1 import registry_pb2_grpc as pb_grpc
+from registry.admin.servicer import SERVICE_NAME, RegistryAdmin
 from registry.config import RegistryConfig
 from registry.services import Services
+from registry.services.gc import GarbageCollector
+from registry.services.inventory import InventoryService
+
+
+def registry_admin(config: RegistryConfig, services: Services) -> RegistryAdmin:
+    """The servicer over the OCI API's services, with the inventory and collector it needs."""
+    inventory = InventoryService(services.driver, services.repositories, services.manifests)
+    gc = GarbageCollector(
+        services.driver,
+        services.repositories,
+        services.manifests,
+        grace_seconds=config.gc_grace,
+        upload_max_age_seconds=config.gc_upload_max_age,
+    )
+    return RegistryAdmin(services.manifests, inventory, gc)
 
 
 async def start_admin_server(config: RegistryConfig, services: Services) -> grpc.aio.Server:
-    service = registry_service(services, config.gc_grace, config.gc_upload_max_age)
+    admin = registry_admin(config, services)
+    service = (pb_grpc.add_RegistryServicer_to_server, admin, SERVICE_NAME)
     return await start_grpc_server(config.grpc(), [service])

@@ -4,26 +4,26 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 
-from nimbus.grpcserver import ServiceSpec
+from nimbus.grpcerrors import Context, error_mapper, stream_error_mapper
 from proto.nimbus.v1 import registry_pb2 as pb
 from proto.nimbus.v1 import registry_pb2_grpc as pb_grpc
 from registry.admin import messages
 from registry.context import RequestContext
 from registry.errors import ErrorCode, OCIError
 from registry.reference import Digest, validate_name, validate_tag
-from registry.services import Services
 from registry.services.gc import CollectionAborted, CollectionRunning, GarbageCollector
 from registry.services.inventory import InventoryService
+from registry.services.manifests import ManifestService
 
 SERVICE_NAME = "nimbus.v1.Registry"
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
-_STATUS = {
+_OCI_STATUS = {
     ErrorCode.NAME_UNKNOWN: grpc.StatusCode.NOT_FOUND,
     ErrorCode.MANIFEST_UNKNOWN: grpc.StatusCode.NOT_FOUND,
     ErrorCode.BLOB_UNKNOWN: grpc.StatusCode.NOT_FOUND,
@@ -37,13 +37,28 @@ _STATUS = {
 }
 
 
-async def _abort(context: grpc.aio.ServicerContext, error: OCIError) -> NoReturn:
-    code = _STATUS.get(error.error, grpc.StatusCode.FAILED_PRECONDITION)
-    detail = ""
-    if isinstance(error.detail, dict) and error.detail:
-        detail = " (" + ", ".join(f"{k}={v}" for k, v in error.detail.items()) + ")"
-    await context.abort(code, f"{error.message or error.error.default_message}{detail}")
-    raise AssertionError("unreachable")  # context.abort raises
+def _oci_status(error: OCIError) -> grpc.StatusCode:
+    return _OCI_STATUS.get(error.error, grpc.StatusCode.FAILED_PRECONDITION)
+
+
+_CODES = [
+    (OCIError, _oci_status),
+    (CollectionRunning, grpc.StatusCode.FAILED_PRECONDITION),
+    (CollectionAborted, grpc.StatusCode.ABORTED),
+]
+
+
+def _message(error: Exception) -> str:
+    if isinstance(error, OCIError):
+        detail = ""
+        if isinstance(error.detail, dict) and error.detail:
+            detail = " (" + ", ".join(f"{k}={v}" for k, v in error.detail.items()) + ")"
+        return f"{error.message or error.error.default_message}{detail}"
+    return str(error) or type(error).__name__
+
+
+_mapped = error_mapper(_CODES, _message)
+_mapped_stream = stream_error_mapper(_CODES, _message)
 
 
 def _page_size(value: int) -> int:
@@ -52,7 +67,7 @@ def _page_size(value: int) -> int:
     return min(value or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
-def _request_context(context: grpc.aio.ServicerContext) -> RequestContext:
+def _request_context(context: Context) -> RequestContext:
     metadata = dict(context.invocation_metadata() or ())
     return RequestContext(
         request_id=uuid.uuid4().hex,
@@ -73,112 +88,77 @@ def _seconds(message: Any, field: str) -> float | None:
 
 
 class RegistryAdmin(pb_grpc.RegistryServicer):  # type: ignore[misc]
-    def __init__(self, services: Services, gc: GarbageCollector) -> None:
-        self.services = services
+    def __init__(
+        self, manifests: ManifestService, inventory: InventoryService, gc: GarbageCollector
+    ) -> None:
+        self.manifests = manifests
+        self.inventory = inventory
         self.gc = gc
-        self.inventory = InventoryService(
-            services.driver, services.repositories, services.manifests
-        )
 
+    @_mapped
     async def ListRepositories(
-        self, request: pb.ListRepositoriesRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListRepositoriesRequest, context: Context
     ) -> pb.ListRepositoriesResponse:
-        try:
-            items, next_token = await self.inventory.summaries(
-                _page_size(request.page_size), request.page_token
-            )
-        except OCIError as error:
-            await _abort(context, error)
+        items, next_token = await self.inventory.summaries(
+            _page_size(request.page_size), request.page_token
+        )
         return pb.ListRepositoriesResponse(
             repositories=[messages.repository(i) for i in items], next_page_token=next_token
         )
 
-    async def ListTags(
-        self, request: pb.ListTagsRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ListTagsResponse:
-        try:
-            items, next_token = await self.inventory.tags(
-                request.repository, _page_size(request.page_size), request.page_token
-            )
-        except OCIError as error:
-            await _abort(context, error)
+    @_mapped
+    async def ListTags(self, request: pb.ListTagsRequest, context: Context) -> pb.ListTagsResponse:
+        items, next_token = await self.inventory.tags(
+            request.repository, _page_size(request.page_size), request.page_token
+        )
         return pb.ListTagsResponse(
             repository=request.repository,
             tags=[messages.tag(i) for i in items],
             next_page_token=next_token,
         )
 
+    @_mapped
     async def GetManifest(
-        self, request: pb.GetManifestRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetManifestRequest, context: Context
     ) -> pb.ManifestInfo:
-        try:
-            details = await self.inventory.manifest(request.repository, request.reference)
-        except OCIError as error:
-            await _abort(context, error)
-        return messages.manifest(details)
+        return messages.manifest(
+            await self.inventory.manifest(request.repository, request.reference)
+        )
 
+    @_mapped
     async def DeleteTag(
-        self, request: pb.DeleteTagRequest, context: grpc.aio.ServicerContext
+        self, request: pb.DeleteTagRequest, context: Context
     ) -> pb.DeleteTagResponse:
-        manifests = self.services.manifests
-        try:
-            validate_name(request.repository)
-            validate_tag(request.tag)
-            digest = await manifests.resolve(request.repository, request.tag)
-            await manifests.delete(request.repository, request.tag, _request_context(context))
-        except OCIError as error:
-            await _abort(context, error)
+        validate_name(request.repository)
+        validate_tag(request.tag)
+        digest = await self.manifests.resolve(request.repository, request.tag)
+        await self.manifests.delete(request.repository, request.tag, _request_context(context))
         return pb.DeleteTagResponse(digest=str(digest))
 
+    @_mapped
     async def DeleteManifest(
-        self, request: pb.DeleteManifestRequest, context: grpc.aio.ServicerContext
+        self, request: pb.DeleteManifestRequest, context: Context
     ) -> pb.DeleteManifestResponse:
-        manifests = self.services.manifests
-        try:
-            validate_name(request.repository)
-            digest = Digest.parse(request.digest)
-            await manifests.resolve(request.repository, str(digest))
-            tags = await manifests.tags_of(request.repository, digest)
-            await manifests.delete(request.repository, str(digest), _request_context(context))
-        except OCIError as error:
-            await _abort(context, error)
+        validate_name(request.repository)
+        digest = Digest.parse(request.digest)
+        await self.manifests.resolve(request.repository, str(digest))
+        tags = await self.manifests.tags_of(request.repository, digest)
+        await self.manifests.delete(request.repository, str(digest), _request_context(context))
         return pb.DeleteManifestResponse(digest=str(digest), removed_tags=sorted(tags))
 
+    @_mapped_stream
     async def GarbageCollect(
-        self, request: pb.GarbageCollectRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GarbageCollectRequest, context: Context
     ) -> AsyncIterator[pb.GarbageCollectProgress]:
-        try:
-            options = self.gc.options(
-                dry_run=request.dry_run,
-                delete_untagged=request.delete_untagged,
-                grace_seconds=_seconds(request, "grace_period"),
-                upload_max_age_seconds=_seconds(request, "upload_max_age"),
-            )
-        except OCIError as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.message)
-        try:
-            async for progress in self.gc.run_detached(options):
-                yield messages.gc_progress(progress)
-        except CollectionRunning as error:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
-        except CollectionAborted as error:
-            await context.abort(grpc.StatusCode.ABORTED, str(error))
+        options = self.gc.options(
+            dry_run=request.dry_run,
+            delete_untagged=request.delete_untagged,
+            grace_seconds=_seconds(request, "grace_period"),
+            upload_max_age_seconds=_seconds(request, "upload_max_age"),
+        )
+        async for progress in self.gc.run_detached(options):
+            yield messages.gc_progress(progress)
 
-    async def GetStats(
-        self, request: pb.GetStatsRequest, context: grpc.aio.ServicerContext
-    ) -> pb.RegistryStats:
+    @_mapped
+    async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.RegistryStats:
         return messages.stats(await self.inventory.stats(), self.gc.last)
-
-
-def registry_service(
-    services: Services, grace_seconds: float, upload_max_age_seconds: float
-) -> ServiceSpec:
-    """The `nimbus.v1.Registry` service over `services`, for `start_grpc_server`."""
-    gc = GarbageCollector(
-        services.driver,
-        services.repositories,
-        services.manifests,
-        grace_seconds=grace_seconds,
-        upload_max_age_seconds=upload_max_age_seconds,
-    )
-    return (pb_grpc.add_RegistryServicer_to_server, RegistryAdmin(services, gc), SERVICE_NAME)
