@@ -8,7 +8,6 @@ MiB = 1 << 20
 GiB = 1 << 30
 # S3's limits: parts of a multipart upload but the last, a single CopyObject, a part count.
 MIN_PART_SIZE = 5 * MiB
-MAX_PART_SIZE = 5 * GiB
 MAX_COPY_SIZE = 5 * GiB
 MAX_PARTS = 10_000
 
