@@ -459,7 +459,8 @@ class Dispatcher(LaneHandler[Job]):
         webhook = self._current(record.webhook_id)
         # The newest secrets sign every attempt, so a rotation applies to retries too.
         secrets = list(webhook.secrets) if webhook is not None else []
-        return await self._send_as(record, receiver, secrets, claim)
+        ca_pem = webhook.ca_pem if webhook is not None else ""
+        return await self._send_as(record, receiver, secrets, claim, ca_pem)
 
     async def _send_as(
         self,
@@ -467,6 +468,7 @@ class Dispatcher(LaneHandler[Job]):
         receiver: Receiver,
         secrets: list[str],
         claim: Claim | None = None,
+        ca_pem: str = "",
     ) -> Outcome:
         headers = {h.name: h.value for h in record.request_headers}
         headers.update(signing.signed_headers(record.id, int(time.time()), record.body, secrets))
@@ -476,7 +478,7 @@ class Dispatcher(LaneHandler[Job]):
             if claim is not None and not claim.live():
                 raise _Lost
             return await self._sender.send(
-                record.url, record.body, headers, number=len(record.attempts) + 1
+                record.url, record.body, headers, len(record.attempts) + 1, ca_pem
             )
 
     # -- operator requests ---------------------------------------------------------------------
@@ -492,7 +494,9 @@ class Dispatcher(LaneHandler[Job]):
         if not record.body:
             raise InvalidArgument(f"delivery {ident!r} failed before its body was made")
         receiver = self._receivers.get(record.url)
-        outcome = await self._send_as(record, receiver, list(webhook.secrets))
+        outcome = await self._send_as(
+            record, receiver, list(webhook.secrets), ca_pem=webhook.ca_pem
+        )
         await receiver.breaker.record(healthy=not outcome.receiver_failure)
         record.attempts.append(outcome.attempt)
         if outcome.succeeded:
@@ -506,7 +510,9 @@ class Dispatcher(LaneHandler[Job]):
             raise InvalidArgument("the webhook has no url")
         record = new_record(webhook, ping_event(webhook), f"msg_{uuid.uuid4().hex}")
         receiver = self._receivers.get(webhook.url)
-        outcome = await self._send_as(record, receiver, list(webhook.secrets))
+        outcome = await self._send_as(
+            record, receiver, list(webhook.secrets), ca_pem=webhook.ca_pem
+        )
         return outcome.attempt
 
     @property

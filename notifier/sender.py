@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -57,6 +58,17 @@ class Sender:
         self._excerpt = excerpt_bytes
         self._instance = instance
         self._session: aiohttp.ClientSession | None = None
+        # One context per private CA bundle a webhook names (building one parses the PEM).
+        self._contexts: dict[str, ssl.SSLContext] = {}
+
+    def _verify(self, ca_pem: str) -> ssl.SSLContext | bool:
+        """The system's CAs (True), or the webhook's own bundle; never unverified."""
+        if not ca_pem:
+            return True
+        context = self._contexts.get(ca_pem)
+        if context is None:
+            context = self._contexts[ca_pem] = ssl.create_default_context(cadata=ca_pem)
+        return context
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -71,14 +83,23 @@ class Sender:
         if self._session is not None:
             await self._session.close()
 
-    async def send(self, url: str, body: bytes, headers: Mapping[str, str], number: int) -> Outcome:
+    async def send(
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        number: int,
+        ca_pem: str = "",
+    ) -> Outcome:
         attempt = webhooks_pb2.DeliveryAttempt(
             number=number, instance=self._instance, request_headers=_headers(headers)
         )
         attempt.started_at.GetCurrentTime()
         start = time.perf_counter()
         try:
-            async with self._client().post(url, data=body, headers=dict(headers)) as response:
+            async with self._client().post(
+                url, data=body, headers=dict(headers), ssl=self._verify(ca_pem)
+            ) as response:
                 excerpt = await response.content.read(self._excerpt)
                 status = response.status
                 attempt.response_headers.extend(_headers(response.headers))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import ssl
 import uuid
 from collections.abc import Sequence
 from urllib.parse import urlsplit
@@ -13,7 +14,16 @@ from notifier.filters import problems
 from notifier.store import WebhookStore
 from proto.nimbus.v1 import webhooks_pb2
 
-UPDATABLE = ("url", "secrets", "filter", "body_format", "headers", "enabled", "description")
+UPDATABLE = (
+    "url",
+    "secrets",
+    "filter",
+    "body_format",
+    "headers",
+    "enabled",
+    "description",
+    "ca_pem",
+)
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 # Headers the notifier sets itself; a webhook may not replace them.
 _RESERVED = {
@@ -52,6 +62,11 @@ def validate(webhook: webhooks_pb2.Webhook) -> None:
             found.append(f"headers: {name!r} is set by the notifier")
         if "\n" in value or "\r" in value:
             found.append(f"headers: the value of {name!r} spans lines")
+    if webhook.ca_pem:
+        try:
+            ssl.create_default_context(cadata=webhook.ca_pem)
+        except (ssl.SSLError, ValueError) as exc:
+            found.append(f"ca_pem: not a PEM CA bundle ({exc})")
     if found:
         raise InvalidArgument("; ".join(found))
 

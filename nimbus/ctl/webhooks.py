@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from google.protobuf.field_mask_pb2 import FieldMask
@@ -101,6 +102,7 @@ WEBHOOK_FIELDS = [
     Column("Description", lambda w: w.description),
     Column("Secrets", lambda w: " ".join(w.secrets)),
     Column("Headers", lambda w: ", ".join(f"{k}={v}" for k, v in sorted(w.headers.items()))),
+    Column("Private CA", lambda w: "yes" if w.ca_pem else "no (system CAs)"),
     Column("Created (UTC)", lambda w: _when(w.created_at)),
     Column("Updated (UTC)", lambda w: _when(w.updated_at)),
 ]
@@ -150,6 +152,16 @@ def _apply_filter_flags(target: pb.EventFilter, args: argparse.Namespace) -> boo
     return changed
 
 
+def _read_ca(path: str | None) -> str:
+    """A CA bundle file's PEM; "" (for --ca "") goes back to the system's CAs."""
+    if not path:
+        return ""
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise CtlError(f"--ca {path}: {exc.strerror}") from None
+
+
 async def add(ctl: Ctl) -> None:
     a = ctl.args
     webhook = pb.Webhook(
@@ -159,6 +171,7 @@ async def add(ctl: Ctl) -> None:
         headers=_headers(a.header),
         enabled=not a.disabled,
         description=a.description or "",
+        ca_pem=_read_ca(a.ca),
     )
     _apply_filter_flags(webhook.filter, a)
     created = await _stub(ctl).CreateWebhook(
@@ -207,6 +220,9 @@ async def update(ctl: Ctl) -> None:
     if a.description is not None:
         change.description = a.description
         paths.append("description")
+    if a.ca is not None:
+        change.ca_pem = _read_ca(a.ca)
+        paths.append("ca_pem")
     if not paths:
         raise CtlError("nothing to change: give at least one option (see --help)")
     updated = await stub.UpdateWebhook(
@@ -298,6 +314,7 @@ def register(commands: Commands) -> None:
     p.add_argument("--header", action="append", help="NAME=VALUE added to every request")
     p.add_argument("--disabled", action="store_true", help="create it switched off")
     p.add_argument("--description")
+    p.add_argument("--ca", help="PEM CA bundle verifying an https receiver (private CA)")
     _filter_flags(p)
 
     add_command(webhooks, "list", list_webhooks, SERVICE, "list webhooks")
@@ -317,6 +334,7 @@ def register(commands: Commands) -> None:
     switch.add_argument("--enable", dest="enabled", action="store_true", default=None)
     switch.add_argument("--disable", dest="enabled", action="store_false")
     p.add_argument("--description")
+    p.add_argument("--ca", help='PEM CA bundle for an https receiver ("" for the system CAs)')
     _filter_flags(p)
 
     p = add_command(webhooks, "rm", rm, SERVICE, "delete a webhook")

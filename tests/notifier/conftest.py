@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -124,8 +125,10 @@ async def stub(notifier: NotifierProcess) -> AsyncIterator[webhooks_pb2_grpc.Web
 async def receiver_factory() -> AsyncIterator[ReceiverFactory]:
     made: list[Receiver] = []
 
-    async def make(start: bool = True, port: int | None = None) -> Receiver:
-        receiver = Receiver(port)
+    async def make(
+        start: bool = True, port: int | None = None, tls: ssl.SSLContext | None = None
+    ) -> Receiver:
+        receiver = Receiver(port, tls)
         made.append(receiver)
         return await receiver.start() if start else receiver
 

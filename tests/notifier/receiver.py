@@ -3,13 +3,15 @@
 Its answers are scripted: a queue of statuses to give first (then `default_status`), or
 `hang` to accept requests and never answer, or `hold()` to keep requests waiting until
 `release()` (`arrived` lists them as they come, answered or not). It can be started late,
-stopped and started again on the same port, to play a receiver that is down.
+stopped and started again on the same port, to play a receiver that is down. Given a server
+TLS context it listens on https.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -36,8 +38,9 @@ class Received:
 
 
 class Receiver:
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, tls: ssl.SSLContext | None = None) -> None:
         self.port = port or free_port()
+        self.tls = tls
         self.requests: list[Received] = []
         self.arrived: list[Received] = []
         self.script: deque[int] = deque()
@@ -51,7 +54,8 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/hook"
 
     @property
     def delivered(self) -> list[Received]:
@@ -84,7 +88,7 @@ class Receiver:
         app.router.add_post("/hook", self._handle)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self.tls).start()
         return self
 
     async def stop(self) -> None:

@@ -47,7 +47,7 @@ class EventFilter(_message.Message):
     def __init__(self, actions: _Optional[_Iterable[str]] = ..., repositories: _Optional[_Iterable[str]] = ..., tags: _Optional[_Iterable[str]] = ..., media_types: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Webhook(_message.Message):
-    __slots__ = ("id", "url", "secrets", "filter", "body_format", "headers", "enabled", "description", "created_at", "updated_at")
+    __slots__ = ("id", "url", "secrets", "filter", "body_format", "headers", "enabled", "description", "created_at", "updated_at", "ca_pem")
     class HeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +65,7 @@ class Webhook(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    CA_PEM_FIELD_NUMBER: _ClassVar[int]
     id: str
     url: str
     secrets: _containers.RepeatedScalarFieldContainer[str]
@@ -75,7 +76,8 @@ class Webhook(_message.Message):
     description: str
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., url: _Optional[str] = ..., secrets: _Optional[_Iterable[str]] = ..., filter: _Optional[_Union[EventFilter, _Mapping]] = ..., body_format: _Optional[_Union[BodyFormat, str]] = ..., headers: _Optional[_Mapping[str, str]] = ..., enabled: _Optional[bool] = ..., description: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    ca_pem: str
+    def __init__(self, id: _Optional[str] = ..., url: _Optional[str] = ..., secrets: _Optional[_Iterable[str]] = ..., filter: _Optional[_Union[EventFilter, _Mapping]] = ..., body_format: _Optional[_Union[BodyFormat, str]] = ..., headers: _Optional[_Mapping[str, str]] = ..., enabled: _Optional[bool] = ..., description: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ca_pem: _Optional[str] = ...) -> None: ...
 
 class CreateWebhookRequest(_message.Message):
     __slots__ = ("webhook",)
