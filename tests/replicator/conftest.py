@@ -16,8 +16,8 @@ import nats
 import pytest
 
 from nimbus import streams
+from nimbus.oci.client import RegistryClient
 from proto.nimbus.v1 import events_pb2, replication_pb2, replication_pb2_grpc
-from replicator.oci.client import RegistryClient
 from tests.fixtures.images import Image, ImageIndex, OCILayout
 from tests.fixtures.process import ChildProcess
 from tests.fixtures.registry import free_port

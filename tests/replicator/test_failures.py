@@ -12,8 +12,8 @@ import bcrypt
 import yaml
 from google.protobuf.field_mask_pb2 import FieldMask
 
+from nimbus.oci.transport import Credentials
 from proto.nimbus.v1 import replication_pb2
-from replicator.oci.auth import Credentials
 from tests.fixtures.images import make_image
 from tests.fixtures.nats import NatsFactory
 from tests.fixtures.registry import RegistryFactory

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from replicator.oci.auth import parse_www_authenticate
-from replicator.oci.client import referrers_tag
+from nimbus.oci.referrers import referrers_tag
+from nimbus.oci.transport import parse_www_authenticate
 from replicator.rules import Rule, first_match
 
 

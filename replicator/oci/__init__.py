@@ -1,1 +1,0 @@
-"""The replicator's OCI client: now `nimbus.oci`, re-exported here for older imports."""
