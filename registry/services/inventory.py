@@ -8,7 +8,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from registry import mediatypes as mt
+from nimbus.oci import mediatypes as mt
 from registry.errors import ErrorCode, OCIError
 from registry.reference import Digest, validate_name
 from registry.services.manifests import ManifestService, artifact_type_of

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from registry.errors import ErrorCode, OCIError
-from registry.storage import paths
+from registry.storage import paths, walk
 from registry.storage.driver import StorageDriver
 
 MAX_PAGE = 10_000
@@ -58,18 +58,8 @@ class RepositoryService:
         return paginate(await self.driver.list(paths.tags_root(name)), n, last, None)
 
     async def all_repositories(self) -> list[str]:
-        found: list[str] = []
-        pending = [""]
-        while pending:
-            prefix = pending.pop()
-            base = f"{paths.REPOSITORIES}/{prefix}" if prefix else paths.REPOSITORIES
-            children = await self.driver.list(base)
-            if prefix and any(c in (paths.LAYERS, paths.MANIFESTS) for c in children):
-                found.append(prefix)
-            pending.extend(
-                f"{prefix}/{c}" if prefix else c for c in children if not c.startswith("_")
-            )
-        return sorted(found)
+        """Every repository's name, sorted (the storage layout's walk)."""
+        return await walk.repositories(self.driver)
 
     async def catalog(
         self, n: int | None, last: str | None, visible: Callable[[str], bool] | None = None
