@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import aiohttp
 
+from nimbus.oci.headers import retry_after_seconds
+from nimbus.tls.client import client_context
 from proto.nimbus.v1 import webhooks_pb2
 
 USER_AGENT = "nimbus-notifier/0.1"
@@ -31,21 +31,20 @@ class Outcome:
     retry_after: float | None = None
 
 
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """Retry-After as seconds or an HTTP date; None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    current = datetime.now(UTC).timestamp() if now is None else now
-    return max(0.0, when.timestamp() - current)
+@dataclass(frozen=True)
+class ReceiverTls:
+    """How a webhook meets an https receiver: the CA bundle verifying it (the system's CAs when
+    empty) and the client certificate and key it presents when the receiver asks for one."""
+
+    ca_pem: str = ""
+    cert_pem: str = ""
+    key_pem: str = ""
+
+    @classmethod
+    def of(cls, webhook: webhooks_pb2.Webhook | None) -> ReceiverTls:
+        if webhook is None:
+            return cls()
+        return cls(webhook.ca_pem, webhook.client_cert_pem, webhook.client_key_pem)
 
 
 def _headers(items: Mapping[str, str]) -> list[webhooks_pb2.Header]:
@@ -58,16 +57,18 @@ class Sender:
         self._excerpt = excerpt_bytes
         self._instance = instance
         self._session: aiohttp.ClientSession | None = None
-        # One context per private CA bundle a webhook names (building one parses the PEM).
-        self._contexts: dict[str, ssl.SSLContext] = {}
+        # One context per CA bundle and client certificate a webhook names (building one parses
+        # the PEM); a changed certificate or key is a new entry.
+        self._contexts: dict[ReceiverTls, ssl.SSLContext] = {}
 
-    def _verify(self, ca_pem: str) -> ssl.SSLContext | bool:
-        """The system's CAs (True), or the webhook's own bundle; never unverified."""
-        if not ca_pem:
+    def _verify(self, tls: ReceiverTls) -> ssl.SSLContext | bool:
+        """The system's CAs (True), or a context of the webhook's own bundle and client
+        certificate; never unverified."""
+        if tls == ReceiverTls():
             return True
-        context = self._contexts.get(ca_pem)
+        context = self._contexts.get(tls)
         if context is None:
-            context = self._contexts[ca_pem] = ssl.create_default_context(cadata=ca_pem)
+            context = self._contexts[tls] = client_context(tls.ca_pem, tls.cert_pem, tls.key_pem)
         return context
 
     def _client(self) -> aiohttp.ClientSession:
@@ -89,7 +90,7 @@ class Sender:
         body: bytes,
         headers: Mapping[str, str],
         number: int,
-        ca_pem: str = "",
+        tls: ReceiverTls = ReceiverTls(),
     ) -> Outcome:
         attempt = webhooks_pb2.DeliveryAttempt(
             number=number, instance=self._instance, request_headers=_headers(headers)
@@ -98,7 +99,7 @@ class Sender:
         start = time.perf_counter()
         try:
             async with self._client().post(
-                url, data=body, headers=dict(headers), ssl=self._verify(ca_pem)
+                url, data=body, headers=dict(headers), ssl=self._verify(tls)
             ) as response:
                 excerpt = await response.content.read(self._excerpt)
                 status = response.status
