@@ -38,14 +38,20 @@ async def serve(config: RegistryConfig, reuse_port: bool = False, worker: int = 
         settings = config.tls.server()
         context, info = server_context(settings)
         reloader = CertificateReloader(context, settings, info)
-    site = web.TCPSite(
-        runner,
-        config.host,
-        config.port,
-        reuse_port=reuse_port,
-        backlog=1024,
-        ssl_context=reloader.context if reloader else None,
-    )
+    site: web.BaseSite
+    if reloader is not None:
+        from nimbus.tls.listener import TLSSite
+
+        site = TLSSite(
+            runner,
+            config.host,
+            config.port,
+            ssl_context=reloader.context,
+            backlog=1024,
+            reuse_port=reuse_port,
+        )
+    else:
+        site = web.TCPSite(runner, config.host, config.port, reuse_port=reuse_port, backlog=1024)
     # The admin API first: once the OCI API answers, both are ready.
     admin = await start_admin_server(config, app[SERVICES]) if config.grpc_listen else None
     await site.start()

@@ -294,10 +294,30 @@ def test_what_is_not_a_modern_tls_client_is_refused(
     certs: Certs, registry_factory: RegistryFactory
 ) -> None:
     registry = registry_factory(certs.server_args())
-    # Plain HTTP to the TLS port: no HTTP answer, the connection is closed.
+    # Plain HTTP to the TLS port: a 400 saying so (as Go's servers answer), and nothing stored.
     with socket.create_connection(("127.0.0.1", registry.port), timeout=10) as plain:
         plain.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert not plain.recv(4096).startswith(b"HTTP/")
+        answer = plain.makefile("rb").read()
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer
+    assert answer.endswith(
+        b"Client sent an HTTP request to an HTTPS server: use https:// for this registry.\n"
+    )
+    blob = os.urandom(1024)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    put = urllib.request.Request(
+        f"http://127.0.0.1:{registry.port}/v2/plain/blobs/uploads/?digest={digest}",
+        data=blob,
+        method="POST",
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(put, timeout=10)
+    assert refused.value.code == 400
+    assert b"HTTPS server" in refused.value.read()
+    status, _, _ = https_get(
+        f"https://localhost:{registry.port}/v2/plain/blobs/{digest}", client_context(certs.ca)
+    )
+    assert status == 404
     # Garbage where a handshake belongs.
     with socket.create_connection(("127.0.0.1", registry.port), timeout=10) as raw:
         raw.sendall(os.urandom(512))
