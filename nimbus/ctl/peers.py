@@ -83,6 +83,7 @@ FAILURE_COLUMNS = [
     Column("Reference", lambda f: f"{f.repository}:{short_digest(f.reference)}"),
     Column("Attempts", lambda f: f.attempts),
     Column("Last failed", lambda f: _when(f.last_failed)),
+    Column("Kind", lambda f: f.kind or "-"),
     Column("Reason", lambda f: f.reason[:80]),
 ]
 

@@ -6,9 +6,13 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+from tests.fixtures.images import make_image
 from tests.fixtures.nats import NatsFactory
-from tests.replicator.conftest import ReplicatorFactory
+from tests.fixtures.registry import RegistryFactory
+from tests.fixtures.users import write_htpasswd
+from tests.replicator.conftest import ClientFactory, ReplicatorFactory, eventually, push_image
 
 
 def ctl(address: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -78,3 +82,37 @@ def test_peers_lifecycle_through_ctl(
     assert missing.returncode == 1 and "no peer named 'west'" in missing.stderr
     bad = ctl(rep.address, "peers", "add", "Bad Name", "ftp://x")
     assert bad.returncode == 1 and "peer name" in bad.stderr
+
+
+async def test_failures_table_says_each_failures_kind(
+    tmp_path: Path,
+    nats_factory: NatsFactory,
+    registry_factory: RegistryFactory,
+    replicator_factory: ReplicatorFactory,
+    oci_client: ClientFactory,
+) -> None:
+    nats_url = nats_factory().url
+    source = registry_factory(["--nats", nats_url, "--site", "a"])
+    locked = registry_factory(
+        ["--htpasswd", str(write_htpasswd(tmp_path / "htpasswd", {"bot": "hunter2"}))]
+    )
+    rep = replicator_factory(nats_url, source.url, "a")
+    added = ctl(rep.address, "peers", "add", "locked", locked.url, "--username", "bot",
+                "--password-stdin", stdin="wrong\n")  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    await push_image(oci_client(source.url), "team/app", "v1", make_image((1200,), seed=81))
+
+    async def recorded() -> list[dict[str, Any]]:
+        listed = ctl(rep.address, "--json", "peers", "failures")
+        assert listed.returncode == 0, listed.stderr
+        failures: list[dict[str, Any]] = json.loads(listed.stdout)
+        assert len(failures) == 1
+        return failures
+
+    [failure] = await eventually(recorded)
+    assert (failure["repository"], failure["kind"]) == ("team/app", "peer-refused")
+    assert "401" in failure["reason"]
+    table = ctl(rep.address, "peers", "failures").stdout.splitlines()
+    header, row = table[0], table[-1]
+    column = header.index("Kind")
+    assert row[column:].startswith("peer-refused ")
