@@ -75,7 +75,7 @@ class WebhooksServicer(webhooks_pb2_grpc.WebhooksServicer):  # type: ignore[misc
     async def TestWebhook(
         self, request: webhooks_pb2.TestWebhookRequest, context: Context
     ) -> webhooks_pb2.DeliveryAttempt:
-        return await self._dispatcher.test(await self._webhooks.get(request.id))
+        return await self._dispatcher.test(await self._webhooks.stored(request.id))
 
     @_mapped
     async def ListDeliveries(

@@ -58,7 +58,7 @@ from notifier.deliveries import (
 from notifier.errors import InvalidArgument, NotFound
 from notifier.filters import matches
 from notifier.receivers import Receiver, Receivers
-from notifier.sender import Outcome, Sender
+from notifier.sender import SYSTEM_TLS, Outcome, ReceiverTls, Sender
 from notifier.store import WebhookStore
 from proto.nimbus.v1 import events_pb2, webhooks_pb2
 
@@ -459,8 +459,7 @@ class Dispatcher(LaneHandler[Job]):
         webhook = self._current(record.webhook_id)
         # The newest secrets sign every attempt, so a rotation applies to retries too.
         secrets = list(webhook.secrets) if webhook is not None else []
-        ca_pem = webhook.ca_pem if webhook is not None else ""
-        return await self._send_as(record, receiver, secrets, claim, ca_pem)
+        return await self._send_as(record, receiver, secrets, claim, ReceiverTls.of(webhook))
 
     async def _send_as(
         self,
@@ -468,7 +467,7 @@ class Dispatcher(LaneHandler[Job]):
         receiver: Receiver,
         secrets: list[str],
         claim: Claim | None = None,
-        ca_pem: str = "",
+        tls: ReceiverTls = SYSTEM_TLS,
     ) -> Outcome:
         headers = {h.name: h.value for h in record.request_headers}
         headers.update(signing.signed_headers(record.id, int(time.time()), record.body, secrets))
@@ -478,7 +477,7 @@ class Dispatcher(LaneHandler[Job]):
             if claim is not None and not claim.live():
                 raise _Lost
             return await self._sender.send(
-                record.url, record.body, headers, len(record.attempts) + 1, ca_pem
+                record.url, record.body, headers, len(record.attempts) + 1, tls
             )
 
     # -- operator requests ---------------------------------------------------------------------
@@ -495,7 +494,7 @@ class Dispatcher(LaneHandler[Job]):
             raise InvalidArgument(f"delivery {ident!r} failed before its body was made")
         receiver = self._receivers.get(record.url)
         outcome = await self._send_as(
-            record, receiver, list(webhook.secrets), ca_pem=webhook.ca_pem
+            record, receiver, list(webhook.secrets), tls=ReceiverTls.of(webhook)
         )
         await receiver.breaker.record(healthy=not outcome.receiver_failure)
         record.attempts.append(outcome.attempt)
@@ -511,7 +510,7 @@ class Dispatcher(LaneHandler[Job]):
         record = new_record(webhook, ping_event(webhook), f"msg_{uuid.uuid4().hex}")
         receiver = self._receivers.get(webhook.url)
         outcome = await self._send_as(
-            record, receiver, list(webhook.secrets), ca_pem=webhook.ca_pem
+            record, receiver, list(webhook.secrets), tls=ReceiverTls.of(webhook)
         )
         return outcome.attempt
 

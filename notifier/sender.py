@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import ssl
 import time
 from collections.abc import Mapping
@@ -47,6 +48,31 @@ class ReceiverTls:
         return cls(webhook.ca_pem, webhook.client_cert_pem, webhook.client_key_pem)
 
 
+# A webhook without a CA bundle or client certificate of its own: the system's CAs verify it.
+SYSTEM_TLS = ReceiverTls()
+
+
+def _tls_hint(url: str, tls: ReceiverTls, exc: BaseException) -> str:
+    """What to check when an https receiver hung up without an answer. A receiver refusing a
+    client certificate (or the lack of one) may close the connection without a TLS alert (an
+    asyncio server does), which the sender sees as a bare disconnect."""
+    if not url.lower().startswith("https://"):
+        return ""
+    if not isinstance(exc, aiohttp.ServerDisconnectedError | ConnectionResetError) and not (
+        isinstance(exc, aiohttp.ClientOSError) and exc.errno == errno.ECONNRESET
+    ):
+        return ""
+    if tls.cert_pem:
+        return (
+            " (the receiver closed the TLS connection without answering: it may not accept"
+            " this webhook's client certificate)"
+        )
+    return (
+        " (the receiver closed the TLS connection without answering: if it requires a client"
+        " certificate, give the webhook client_cert_pem and client_key_pem)"
+    )
+
+
 def _headers(items: Mapping[str, str]) -> list[webhooks_pb2.Header]:
     return [webhooks_pb2.Header(name=k, value=v) for k, v in items.items()]
 
@@ -64,7 +90,7 @@ class Sender:
     def _verify(self, tls: ReceiverTls) -> ssl.SSLContext | bool:
         """The system's CAs (True), or a context of the webhook's own bundle and client
         certificate; never unverified."""
-        if tls == ReceiverTls():
+        if tls == SYSTEM_TLS:
             return True
         context = self._contexts.get(tls)
         if context is None:
@@ -90,7 +116,7 @@ class Sender:
         body: bytes,
         headers: Mapping[str, str],
         number: int,
-        tls: ReceiverTls = ReceiverTls(),
+        tls: ReceiverTls = SYSTEM_TLS,
     ) -> Outcome:
         attempt = webhooks_pb2.DeliveryAttempt(
             number=number, instance=self._instance, request_headers=_headers(headers)
@@ -109,7 +135,7 @@ class Sender:
             attempt.error = "timed out"
             return self._failed(attempt, start)
         except (aiohttp.ClientError, OSError) as exc:
-            attempt.error = f"{type(exc).__name__}: {exc}".rstrip(": ")
+            attempt.error = f"{type(exc).__name__}: {exc}".rstrip(": ") + _tls_hint(url, tls, exc)
             return self._failed(attempt, start)
         except asyncio.CancelledError:
             raise

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
+from nimbus.tls.client import client_pair_problems
 from notifier import signing
 from notifier.errors import InvalidArgument, NotFound
 from notifier.filters import problems
@@ -23,6 +24,8 @@ UPDATABLE = (
     "enabled",
     "description",
     "ca_pem",
+    "client_cert_pem",
+    "client_key_pem",
 )
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 # Headers the notifier sets itself; a webhook may not replace them.
@@ -67,11 +70,28 @@ def validate(webhook: webhooks_pb2.Webhook) -> None:
             ssl.create_default_context(cadata=webhook.ca_pem)
         except (ssl.SSLError, ValueError) as exc:
             found.append(f"ca_pem: not a PEM CA bundle ({exc})")
+    found.extend(
+        client_pair_problems(
+            webhook.client_cert_pem, webhook.client_key_pem, "client_cert_pem", "client_key_pem"
+        )
+    )
     if found:
         raise InvalidArgument("; ".join(found))
 
 
+def shown(webhook: webhooks_pb2.Webhook) -> webhooks_pb2.Webhook:
+    """A webhook as the API answers it: without its client key (a `client_cert_pem` says that
+    one is set)."""
+    answer = webhooks_pb2.Webhook()
+    answer.CopyFrom(webhook)
+    answer.ClearField("client_key_pem")
+    return answer
+
+
 class WebhookService:
+    """The webhooks' rules. `create`, `get`, `list` and `update` answer as the API shows a
+    webhook (`shown`); `stored` is the whole webhook, for sending."""
+
     def __init__(self, store: WebhookStore) -> None:
         self._store = store
 
@@ -90,9 +110,12 @@ class WebhookService:
         webhook.updated_at.CopyFrom(webhook.created_at)
         if not await self._store.create(webhook):
             raise InvalidArgument(f"webhook id {webhook.id} is taken; try again")
-        return webhook
+        return shown(webhook)
 
     async def get(self, webhook_id: str) -> webhooks_pb2.Webhook:
+        return shown(await self.stored(webhook_id))
+
+    async def stored(self, webhook_id: str) -> webhooks_pb2.Webhook:
         if not webhook_id or any(c in webhook_id for c in ".*> "):
             raise NotFound(f"no webhook {webhook_id!r}")
         webhook = await self._store.get(webhook_id)
@@ -101,12 +124,12 @@ class WebhookService:
         return webhook
 
     async def list(self) -> list[webhooks_pb2.Webhook]:
-        return await self._store.list()
+        return [shown(w) for w in await self._store.list()]
 
     async def update(
         self, change: webhooks_pb2.Webhook, paths: Sequence[str]
     ) -> webhooks_pb2.Webhook:
-        webhook = await self.get(change.id)
+        webhook = await self.stored(change.id)
         unknown = [p for p in paths if p not in UPDATABLE]
         if unknown:
             raise InvalidArgument(
@@ -123,15 +146,22 @@ class WebhookService:
                     webhook.headers.update(change.headers)
             elif path == "filter":
                 webhook.filter.CopyFrom(change.filter)
+            elif path == "client_key_pem":
+                # Never shown, so an update that does not name it (or, without a mask, does not
+                # give a new one) keeps the key it has.
+                if paths or change.client_key_pem:
+                    webhook.client_key_pem = change.client_key_pem
             else:
                 setattr(webhook, path, getattr(change, path))
+        if not webhook.client_cert_pem and "client_key_pem" not in paths:
+            webhook.client_key_pem = ""  # no certificate, no key
         if webhook.body_format == webhooks_pb2.BODY_FORMAT_UNSPECIFIED:
             webhook.body_format = webhooks_pb2.BODY_FORMAT_DISTRIBUTION_V1
         validate(webhook)
         webhook.updated_at.GetCurrentTime()
         await self._store.put(webhook)
-        return webhook
+        return shown(webhook)
 
     async def delete(self, webhook_id: str) -> None:
-        await self.get(webhook_id)
+        await self.stored(webhook_id)
         await self._store.delete(webhook_id)

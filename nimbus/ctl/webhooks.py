@@ -13,6 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from nimbus.ctl.command import Commands, Ctl, CtlError, add_command, add_noun
 from nimbus.ctl.output import Column
+from nimbus.tls.client import certificate_subject
 from proto.nimbus.v1 import webhooks_pb2 as pb
 from proto.nimbus.v1 import webhooks_pb2_grpc as pb_grpc
 
@@ -103,9 +104,17 @@ WEBHOOK_FIELDS = [
     Column("Secrets", lambda w: " ".join(w.secrets)),
     Column("Headers", lambda w: ", ".join(f"{k}={v}" for k, v in sorted(w.headers.items()))),
     Column("Private CA", lambda w: "yes" if w.ca_pem else "no (system CAs)"),
+    Column("Client certificate", lambda w: _client_cert_text(w.client_cert_pem)),
     Column("Created (UTC)", lambda w: _when(w.created_at)),
     Column("Updated (UTC)", lambda w: _when(w.updated_at)),
 ]
+
+
+def _client_cert_text(cert_pem: str) -> str:
+    """The subject of a client certificate (its key is set with it, never shown); "none"."""
+    if not cert_pem:
+        return "none"
+    return certificate_subject(cert_pem) or "set (unreadable)"
 
 
 def _last_attempt(d: pb.Delivery) -> str:
@@ -152,14 +161,15 @@ def _apply_filter_flags(target: pb.EventFilter, args: argparse.Namespace) -> boo
     return changed
 
 
-def _read_ca(path: str | None) -> str:
-    """A CA bundle file's PEM; "" (for --ca "") goes back to the system's CAs."""
+def _read_pem(path: str | None, flag: str = "--ca") -> str:
+    """A PEM file's text; "" for no file (--ca "" goes back to the system's CAs, --client-cert ""
+    removes the client certificate and its key)."""
     if not path:
         return ""
     try:
         return Path(path).read_text()
     except OSError as exc:
-        raise CtlError(f"--ca {path}: {exc.strerror}") from None
+        raise CtlError(f"{flag} {path}: {exc.strerror}") from None
 
 
 async def add(ctl: Ctl) -> None:
@@ -171,7 +181,9 @@ async def add(ctl: Ctl) -> None:
         headers=_headers(a.header),
         enabled=not a.disabled,
         description=a.description or "",
-        ca_pem=_read_ca(a.ca),
+        ca_pem=_read_pem(a.ca),
+        client_cert_pem=_read_pem(a.client_cert, "--client-cert"),
+        client_key_pem=_read_pem(a.client_key, "--client-key"),
     )
     _apply_filter_flags(webhook.filter, a)
     created = await _stub(ctl).CreateWebhook(
@@ -221,8 +233,14 @@ async def update(ctl: Ctl) -> None:
         change.description = a.description
         paths.append("description")
     if a.ca is not None:
-        change.ca_pem = _read_ca(a.ca)
+        change.ca_pem = _read_pem(a.ca)
         paths.append("ca_pem")
+    if a.client_cert is not None:
+        change.client_cert_pem = _read_pem(a.client_cert, "--client-cert")
+        paths.append("client_cert_pem")
+    if a.client_key is not None:
+        change.client_key_pem = _read_pem(a.client_key, "--client-key")
+        paths.append("client_key_pem")
     if not paths:
         raise CtlError("nothing to change: give at least one option (see --help)")
     updated = await stub.UpdateWebhook(
@@ -315,6 +333,8 @@ def register(commands: Commands) -> None:
     p.add_argument("--disabled", action="store_true", help="create it switched off")
     p.add_argument("--description")
     p.add_argument("--ca", help="PEM CA bundle verifying an https receiver (private CA)")
+    p.add_argument("--client-cert", help="PEM client certificate for a receiver asking for one")
+    p.add_argument("--client-key", help="PEM private key of --client-cert")
     _filter_flags(p)
 
     add_command(webhooks, "list", list_webhooks, SERVICE, "list webhooks")
@@ -335,6 +355,8 @@ def register(commands: Commands) -> None:
     switch.add_argument("--disable", dest="enabled", action="store_false")
     p.add_argument("--description")
     p.add_argument("--ca", help='PEM CA bundle for an https receiver ("" for the system CAs)')
+    p.add_argument("--client-cert", help='PEM client certificate (mTLS); "" removes it and its key')
+    p.add_argument("--client-key", help="PEM private key of the client certificate")
     _filter_flags(p)
 
     p = add_command(webhooks, "rm", rm, SERVICE, "delete a webhook")

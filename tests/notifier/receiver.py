@@ -4,7 +4,7 @@ Its answers are scripted: a queue of statuses to give first (then `default_statu
 `hang` to accept requests and never answer, or `hold()` to keep requests waiting until
 `release()` (`arrived` lists them as they come, answered or not). It can be started late,
 stopped and started again on the same port, to play a receiver that is down. Given a server
-TLS context it listens on https.
+TLS context it listens on https (one asking for client certificates makes it an mTLS receiver).
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ class Received:
     body: bytes
     status: int
     at: float
+    # The common name of the client certificate the sender presented over https ("" for none).
+    client_name: str = ""
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -35,6 +37,15 @@ class Received:
     @property
     def webhook_id(self) -> str:
         return self.headers["webhook-id"]
+
+
+def _client_name(request: web.Request) -> str:
+    peer = request.transport.get_extra_info("peercert") if request.transport else None
+    for rdn in (peer or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return ""
 
 
 class Receiver:
@@ -71,7 +82,9 @@ class Receiver:
         if self.hang:
             await asyncio.sleep(3600)
         status = self.script.popleft() if self.script else self.default_status
-        self.requests.append(Received(dict(request.headers), body, status, time.monotonic()))
+        self.requests.append(
+            Received(dict(request.headers), body, status, time.monotonic(), _client_name(request))
+        )
         async with self._changed:
             self._changed.notify_all()
         return web.Response(status=status, text=f"answer {status}", headers=self.extra_headers)

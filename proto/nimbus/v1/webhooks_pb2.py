@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from proto.nimbus.v1 import events_pb2 as proto_dot_nimbus_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eproto/nimbus/v1/webhooks.proto\x12\tnimbus.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cproto/nimbus/v1/events.proto\"W\n\x0b\x45ventFilter\x12\x0f\n\x07\x61\x63tions\x18\x01 \x03(\t\x12\x14\n\x0crepositories\x18\x02 \x03(\t\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12\x13\n\x0bmedia_types\x18\x04 \x03(\t\"\x90\x03\n\x07Webhook\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0f\n\x07secrets\x18\x03 \x03(\t\x12&\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x16.nimbus.v1.EventFilter\x12*\n\x0b\x62ody_format\x18\x05 \x01(\x0e\x32\x15.nimbus.v1.BodyFormat\x12\x30\n\x07headers\x18\x06 \x03(\x0b\x32\x1f.nimbus.v1.Webhook.HeadersEntry\x12\x14\n\x07\x65nabled\x18\x07 \x01(\x08H\x00\x88\x01\x01\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x63\x61_pem\x18\x0b \x01(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\n\n\x08_enabled\";\n\x14\x43reateWebhookRequest\x12#\n\x07webhook\x18\x01 \x01(\x0b\x32\x12.nimbus.v1.Webhook\"\x1f\n\x11GetWebhookRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x15\n\x13ListWebhooksRequest\"<\n\x14ListWebhooksResponse\x12$\n\x08webhooks\x18\x01 \x03(\x0b\x32\x12.nimbus.v1.Webhook\"l\n\x14UpdateWebhookRequest\x12#\n\x07webhook\x18\x01 \x01(\x0b\x32\x12.nimbus.v1.Webhook\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\"\n\x14\x44\x65leteWebhookRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteWebhookResponse\" \n\x12TestWebhookRequest\x12\n\n\x02id\x18\x01 \x01(\t\"%\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\x93\x02\n\x0f\x44\x65liveryAttempt\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlatency_ms\x18\x03 \x01(\x01\x12\x13\n\x0bstatus_code\x18\x04 \x01(\x05\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12*\n\x0frequest_headers\x18\x06 \x03(\x0b\x32\x11.nimbus.v1.Header\x12+\n\x10response_headers\x18\x07 \x03(\x0b\x32\x11.nimbus.v1.Header\x12\x1d\n\x15response_body_excerpt\x18\x08 \x01(\t\x12\x10\n\x08instance\x18\t \x01(\t\"\x93\x03\n\x08\x44\x65livery\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nwebhook_id\x18\x02 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x12\n\nrepository\x18\x05 \x01(\t\x12\x0b\n\x03tag\x18\x06 \x01(\t\x12\x0e\n\x06\x64igest\x18\x07 \x01(\t\x12)\n\x06status\x18\x08 \x01(\x0e\x32\x19.nimbus.v1.DeliveryStatus\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03url\x18\x0b \x01(\t\x12*\n\x0frequest_headers\x18\x0c \x03(\x0b\x32\x11.nimbus.v1.Header\x12\x14\n\x0c\x62ody_excerpt\x18\r \x01(\t\x12,\n\x08\x61ttempts\x18\x0e \x03(\x0b\x32\x1a.nimbus.v1.DeliveryAttempt\x12\x0c\n\x04\x62ody\x18\x0f \x01(\x0c\"\xd5\x01\n\x15ListDeliveriesRequest\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12+\n\x08statuses\x18\x02 \x03(\x0e\x32\x19.nimbus.v1.DeliveryStatus\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"Z\n\x16ListDeliveriesResponse\x12\'\n\ndeliveries\x18\x01 \x03(\x0b\x32\x13.nimbus.v1.Delivery\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x12GetDeliveryRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1e\n\x10RedeliverRequest\x12\n\n\x02id\x18\x01 \x01(\t\"<\n\x12WatchEventsRequest\x12&\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x16.nimbus.v1.EventFilter*\x88\x01\n\nBodyFormat\x12\x1b\n\x17\x42ODY_FORMAT_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x42ODY_FORMAT_DISTRIBUTION_V1\x10\x01\x12\x1f\n\x1b\x42ODY_FORMAT_DISTRIBUTION_V2\x10\x02\x12\x1b\n\x17\x42ODY_FORMAT_CLOUDEVENTS\x10\x03*\x88\x01\n\x0e\x44\x65liveryStatus\x12\x1f\n\x1b\x44\x45LIVERY_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x44\x45LIVERY_STATUS_RETRYING\x10\x01\x12\x1d\n\x19\x44\x45LIVERY_STATUS_SUCCEEDED\x10\x02\x12\x18\n\x14\x44\x45LIVERY_STATUS_DEAD\x10\x03\x32\xe0\x05\n\x08Webhooks\x12\x44\n\rCreateWebhook\x12\x1f.nimbus.v1.CreateWebhookRequest\x1a\x12.nimbus.v1.Webhook\x12>\n\nGetWebhook\x12\x1c.nimbus.v1.GetWebhookRequest\x1a\x12.nimbus.v1.Webhook\x12O\n\x0cListWebhooks\x12\x1e.nimbus.v1.ListWebhooksRequest\x1a\x1f.nimbus.v1.ListWebhooksResponse\x12\x44\n\rUpdateWebhook\x12\x1f.nimbus.v1.UpdateWebhookRequest\x1a\x12.nimbus.v1.Webhook\x12R\n\rDeleteWebhook\x12\x1f.nimbus.v1.DeleteWebhookRequest\x1a .nimbus.v1.DeleteWebhookResponse\x12H\n\x0bTestWebhook\x12\x1d.nimbus.v1.TestWebhookRequest\x1a\x1a.nimbus.v1.DeliveryAttempt\x12U\n\x0eListDeliveries\x12 .nimbus.v1.ListDeliveriesRequest\x1a!.nimbus.v1.ListDeliveriesResponse\x12\x41\n\x0bGetDelivery\x12\x1d.nimbus.v1.GetDeliveryRequest\x1a\x13.nimbus.v1.Delivery\x12=\n\tRedeliver\x12\x1b.nimbus.v1.RedeliverRequest\x1a\x13.nimbus.v1.Delivery\x12@\n\x0bWatchEvents\x12\x1d.nimbus.v1.WatchEventsRequest\x1a\x10.nimbus.v1.Event0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eproto/nimbus/v1/webhooks.proto\x12\tnimbus.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cproto/nimbus/v1/events.proto\"W\n\x0b\x45ventFilter\x12\x0f\n\x07\x61\x63tions\x18\x01 \x03(\t\x12\x14\n\x0crepositories\x18\x02 \x03(\t\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12\x13\n\x0bmedia_types\x18\x04 \x03(\t\"\xc1\x03\n\x07Webhook\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0f\n\x07secrets\x18\x03 \x03(\t\x12&\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x16.nimbus.v1.EventFilter\x12*\n\x0b\x62ody_format\x18\x05 \x01(\x0e\x32\x15.nimbus.v1.BodyFormat\x12\x30\n\x07headers\x18\x06 \x03(\x0b\x32\x1f.nimbus.v1.Webhook.HeadersEntry\x12\x14\n\x07\x65nabled\x18\x07 \x01(\x08H\x00\x88\x01\x01\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x63\x61_pem\x18\x0b \x01(\t\x12\x17\n\x0f\x63lient_cert_pem\x18\x0c \x01(\t\x12\x16\n\x0e\x63lient_key_pem\x18\r \x01(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\n\n\x08_enabled\";\n\x14\x43reateWebhookRequest\x12#\n\x07webhook\x18\x01 \x01(\x0b\x32\x12.nimbus.v1.Webhook\"\x1f\n\x11GetWebhookRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x15\n\x13ListWebhooksRequest\"<\n\x14ListWebhooksResponse\x12$\n\x08webhooks\x18\x01 \x03(\x0b\x32\x12.nimbus.v1.Webhook\"l\n\x14UpdateWebhookRequest\x12#\n\x07webhook\x18\x01 \x01(\x0b\x32\x12.nimbus.v1.Webhook\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\"\n\x14\x44\x65leteWebhookRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteWebhookResponse\" \n\x12TestWebhookRequest\x12\n\n\x02id\x18\x01 \x01(\t\"%\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\x93\x02\n\x0f\x44\x65liveryAttempt\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlatency_ms\x18\x03 \x01(\x01\x12\x13\n\x0bstatus_code\x18\x04 \x01(\x05\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12*\n\x0frequest_headers\x18\x06 \x03(\x0b\x32\x11.nimbus.v1.Header\x12+\n\x10response_headers\x18\x07 \x03(\x0b\x32\x11.nimbus.v1.Header\x12\x1d\n\x15response_body_excerpt\x18\x08 \x01(\t\x12\x10\n\x08instance\x18\t \x01(\t\"\x93\x03\n\x08\x44\x65livery\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nwebhook_id\x18\x02 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x12\n\nrepository\x18\x05 \x01(\t\x12\x0b\n\x03tag\x18\x06 \x01(\t\x12\x0e\n\x06\x64igest\x18\x07 \x01(\t\x12)\n\x06status\x18\x08 \x01(\x0e\x32\x19.nimbus.v1.DeliveryStatus\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03url\x18\x0b \x01(\t\x12*\n\x0frequest_headers\x18\x0c \x03(\x0b\x32\x11.nimbus.v1.Header\x12\x14\n\x0c\x62ody_excerpt\x18\r \x01(\t\x12,\n\x08\x61ttempts\x18\x0e \x03(\x0b\x32\x1a.nimbus.v1.DeliveryAttempt\x12\x0c\n\x04\x62ody\x18\x0f \x01(\x0c\"\xd5\x01\n\x15ListDeliveriesRequest\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12+\n\x08statuses\x18\x02 \x03(\x0e\x32\x19.nimbus.v1.DeliveryStatus\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"Z\n\x16ListDeliveriesResponse\x12\'\n\ndeliveries\x18\x01 \x03(\x0b\x32\x13.nimbus.v1.Delivery\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x12GetDeliveryRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1e\n\x10RedeliverRequest\x12\n\n\x02id\x18\x01 \x01(\t\"<\n\x12WatchEventsRequest\x12&\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x16.nimbus.v1.EventFilter*\x88\x01\n\nBodyFormat\x12\x1b\n\x17\x42ODY_FORMAT_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x42ODY_FORMAT_DISTRIBUTION_V1\x10\x01\x12\x1f\n\x1b\x42ODY_FORMAT_DISTRIBUTION_V2\x10\x02\x12\x1b\n\x17\x42ODY_FORMAT_CLOUDEVENTS\x10\x03*\x88\x01\n\x0e\x44\x65liveryStatus\x12\x1f\n\x1b\x44\x45LIVERY_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x44\x45LIVERY_STATUS_RETRYING\x10\x01\x12\x1d\n\x19\x44\x45LIVERY_STATUS_SUCCEEDED\x10\x02\x12\x18\n\x14\x44\x45LIVERY_STATUS_DEAD\x10\x03\x32\xe0\x05\n\x08Webhooks\x12\x44\n\rCreateWebhook\x12\x1f.nimbus.v1.CreateWebhookRequest\x1a\x12.nimbus.v1.Webhook\x12>\n\nGetWebhook\x12\x1c.nimbus.v1.GetWebhookRequest\x1a\x12.nimbus.v1.Webhook\x12O\n\x0cListWebhooks\x12\x1e.nimbus.v1.ListWebhooksRequest\x1a\x1f.nimbus.v1.ListWebhooksResponse\x12\x44\n\rUpdateWebhook\x12\x1f.nimbus.v1.UpdateWebhookRequest\x1a\x12.nimbus.v1.Webhook\x12R\n\rDeleteWebhook\x12\x1f.nimbus.v1.DeleteWebhookRequest\x1a .nimbus.v1.DeleteWebhookResponse\x12H\n\x0bTestWebhook\x12\x1d.nimbus.v1.TestWebhookRequest\x1a\x1a.nimbus.v1.DeliveryAttempt\x12U\n\x0eListDeliveries\x12 .nimbus.v1.ListDeliveriesRequest\x1a!.nimbus.v1.ListDeliveriesResponse\x12\x41\n\x0bGetDelivery\x12\x1d.nimbus.v1.GetDeliveryRequest\x1a\x13.nimbus.v1.Delivery\x12=\n\tRedeliver\x12\x1b.nimbus.v1.RedeliverRequest\x1a\x13.nimbus.v1.Delivery\x12@\n\x0bWatchEvents\x12\x1d.nimbus.v1.WatchEventsRequest\x1a\x10.nimbus.v1.Event0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,48 +36,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_WEBHOOK_HEADERSENTRY']._loaded_options = None
   _globals['_WEBHOOK_HEADERSENTRY']._serialized_options = b'8\001'
-  _globals['_BODYFORMAT']._serialized_start=2178
-  _globals['_BODYFORMAT']._serialized_end=2314
-  _globals['_DELIVERYSTATUS']._serialized_start=2317
-  _globals['_DELIVERYSTATUS']._serialized_end=2453
+  _globals['_BODYFORMAT']._serialized_start=2227
+  _globals['_BODYFORMAT']._serialized_end=2363
+  _globals['_DELIVERYSTATUS']._serialized_start=2366
+  _globals['_DELIVERYSTATUS']._serialized_end=2502
   _globals['_EVENTFILTER']._serialized_start=142
   _globals['_EVENTFILTER']._serialized_end=229
   _globals['_WEBHOOK']._serialized_start=232
-  _globals['_WEBHOOK']._serialized_end=632
-  _globals['_WEBHOOK_HEADERSENTRY']._serialized_start=574
-  _globals['_WEBHOOK_HEADERSENTRY']._serialized_end=620
-  _globals['_CREATEWEBHOOKREQUEST']._serialized_start=634
-  _globals['_CREATEWEBHOOKREQUEST']._serialized_end=693
-  _globals['_GETWEBHOOKREQUEST']._serialized_start=695
-  _globals['_GETWEBHOOKREQUEST']._serialized_end=726
-  _globals['_LISTWEBHOOKSREQUEST']._serialized_start=728
-  _globals['_LISTWEBHOOKSREQUEST']._serialized_end=749
-  _globals['_LISTWEBHOOKSRESPONSE']._serialized_start=751
-  _globals['_LISTWEBHOOKSRESPONSE']._serialized_end=811
-  _globals['_UPDATEWEBHOOKREQUEST']._serialized_start=813
-  _globals['_UPDATEWEBHOOKREQUEST']._serialized_end=921
-  _globals['_DELETEWEBHOOKREQUEST']._serialized_start=923
-  _globals['_DELETEWEBHOOKREQUEST']._serialized_end=957
-  _globals['_DELETEWEBHOOKRESPONSE']._serialized_start=959
-  _globals['_DELETEWEBHOOKRESPONSE']._serialized_end=982
-  _globals['_TESTWEBHOOKREQUEST']._serialized_start=984
-  _globals['_TESTWEBHOOKREQUEST']._serialized_end=1016
-  _globals['_HEADER']._serialized_start=1018
-  _globals['_HEADER']._serialized_end=1055
-  _globals['_DELIVERYATTEMPT']._serialized_start=1058
-  _globals['_DELIVERYATTEMPT']._serialized_end=1333
-  _globals['_DELIVERY']._serialized_start=1336
-  _globals['_DELIVERY']._serialized_end=1739
-  _globals['_LISTDELIVERIESREQUEST']._serialized_start=1742
-  _globals['_LISTDELIVERIESREQUEST']._serialized_end=1955
-  _globals['_LISTDELIVERIESRESPONSE']._serialized_start=1957
-  _globals['_LISTDELIVERIESRESPONSE']._serialized_end=2047
-  _globals['_GETDELIVERYREQUEST']._serialized_start=2049
-  _globals['_GETDELIVERYREQUEST']._serialized_end=2081
-  _globals['_REDELIVERREQUEST']._serialized_start=2083
-  _globals['_REDELIVERREQUEST']._serialized_end=2113
-  _globals['_WATCHEVENTSREQUEST']._serialized_start=2115
-  _globals['_WATCHEVENTSREQUEST']._serialized_end=2175
-  _globals['_WEBHOOKS']._serialized_start=2456
-  _globals['_WEBHOOKS']._serialized_end=3192
+  _globals['_WEBHOOK']._serialized_end=681
+  _globals['_WEBHOOK_HEADERSENTRY']._serialized_start=623
+  _globals['_WEBHOOK_HEADERSENTRY']._serialized_end=669
+  _globals['_CREATEWEBHOOKREQUEST']._serialized_start=683
+  _globals['_CREATEWEBHOOKREQUEST']._serialized_end=742
+  _globals['_GETWEBHOOKREQUEST']._serialized_start=744
+  _globals['_GETWEBHOOKREQUEST']._serialized_end=775
+  _globals['_LISTWEBHOOKSREQUEST']._serialized_start=777
+  _globals['_LISTWEBHOOKSREQUEST']._serialized_end=798
+  _globals['_LISTWEBHOOKSRESPONSE']._serialized_start=800
+  _globals['_LISTWEBHOOKSRESPONSE']._serialized_end=860
+  _globals['_UPDATEWEBHOOKREQUEST']._serialized_start=862
+  _globals['_UPDATEWEBHOOKREQUEST']._serialized_end=970
+  _globals['_DELETEWEBHOOKREQUEST']._serialized_start=972
+  _globals['_DELETEWEBHOOKREQUEST']._serialized_end=1006
+  _globals['_DELETEWEBHOOKRESPONSE']._serialized_start=1008
+  _globals['_DELETEWEBHOOKRESPONSE']._serialized_end=1031
+  _globals['_TESTWEBHOOKREQUEST']._serialized_start=1033
+  _globals['_TESTWEBHOOKREQUEST']._serialized_end=1065
+  _globals['_HEADER']._serialized_start=1067
+  _globals['_HEADER']._serialized_end=1104
+  _globals['_DELIVERYATTEMPT']._serialized_start=1107
+  _globals['_DELIVERYATTEMPT']._serialized_end=1382
+  _globals['_DELIVERY']._serialized_start=1385
+  _globals['_DELIVERY']._serialized_end=1788
+  _globals['_LISTDELIVERIESREQUEST']._serialized_start=1791
+  _globals['_LISTDELIVERIESREQUEST']._serialized_end=2004
+  _globals['_LISTDELIVERIESRESPONSE']._serialized_start=2006
+  _globals['_LISTDELIVERIESRESPONSE']._serialized_end=2096
+  _globals['_GETDELIVERYREQUEST']._serialized_start=2098
+  _globals['_GETDELIVERYREQUEST']._serialized_end=2130
+  _globals['_REDELIVERREQUEST']._serialized_start=2132
+  _globals['_REDELIVERREQUEST']._serialized_end=2162
+  _globals['_WATCHEVENTSREQUEST']._serialized_start=2164
+  _globals['_WATCHEVENTSREQUEST']._serialized_end=2224
+  _globals['_WEBHOOKS']._serialized_start=2505
+  _globals['_WEBHOOKS']._serialized_end=3241
 # @@protoc_insertion_point(module_scope)

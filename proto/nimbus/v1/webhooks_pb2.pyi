@@ -47,7 +47,7 @@ class EventFilter(_message.Message):
     def __init__(self, actions: _Optional[_Iterable[str]] = ..., repositories: _Optional[_Iterable[str]] = ..., tags: _Optional[_Iterable[str]] = ..., media_types: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Webhook(_message.Message):
-    __slots__ = ("id", "url", "secrets", "filter", "body_format", "headers", "enabled", "description", "created_at", "updated_at", "ca_pem")
+    __slots__ = ("id", "url", "secrets", "filter", "body_format", "headers", "enabled", "description", "created_at", "updated_at", "ca_pem", "client_cert_pem", "client_key_pem")
     class HeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +66,8 @@ class Webhook(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     CA_PEM_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_CERT_PEM_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_KEY_PEM_FIELD_NUMBER: _ClassVar[int]
     id: str
     url: str
     secrets: _containers.RepeatedScalarFieldContainer[str]
@@ -77,7 +79,9 @@ class Webhook(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
     ca_pem: str
-    def __init__(self, id: _Optional[str] = ..., url: _Optional[str] = ..., secrets: _Optional[_Iterable[str]] = ..., filter: _Optional[_Union[EventFilter, _Mapping]] = ..., body_format: _Optional[_Union[BodyFormat, str]] = ..., headers: _Optional[_Mapping[str, str]] = ..., enabled: _Optional[bool] = ..., description: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ca_pem: _Optional[str] = ...) -> None: ...
+    client_cert_pem: str
+    client_key_pem: str
+    def __init__(self, id: _Optional[str] = ..., url: _Optional[str] = ..., secrets: _Optional[_Iterable[str]] = ..., filter: _Optional[_Union[EventFilter, _Mapping]] = ..., body_format: _Optional[_Union[BodyFormat, str]] = ..., headers: _Optional[_Mapping[str, str]] = ..., enabled: _Optional[bool] = ..., description: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ca_pem: _Optional[str] = ..., client_cert_pem: _Optional[str] = ..., client_key_pem: _Optional[str] = ...) -> None: ...
 
 class CreateWebhookRequest(_message.Message):
     __slots__ = ("webhook",)
