@@ -183,17 +183,6 @@ def annotations_of(raw: dict[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()}
 
 
-def artifact_type_of(doc: dict[str, Any]) -> str:
-    """A decoded document's artifact type: `artifactType`, else its config's media type."""
-    value = doc.get("artifactType")
-    if isinstance(value, str) and value:
-        return value
-    config = doc.get("config")
-    if isinstance(config, dict) and isinstance(config.get("mediaType"), str):
-        return str(config["mediaType"])
-    return ""
-
-
 def decode(data: bytes) -> dict[str, Any]:
     """The JSON object of a document; InvalidManifestError when it is not one."""
     try:

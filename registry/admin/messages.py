@@ -4,17 +4,11 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from nimbus.oci.documents import Descriptor, Platform
 from nimbus.timestamps import timestamp
 from proto.nimbus.v1 import registry_pb2 as pb
 from registry.services.gc import GcItem, GcProgress, GcStats
-from registry.services.inventory import (
-    DescriptorInfo,
-    ManifestDetails,
-    Platform,
-    RepositorySummary,
-    StoreStats,
-    TagInfo,
-)
+from registry.services.inventory import ManifestDetails, RepositorySummary, StoreStats, TagInfo
 
 
 def _timestamp_ns(ns: int) -> Timestamp:
@@ -45,11 +39,11 @@ def platform(item: Platform) -> pb.Platform:
     )
 
 
-def descriptor(item: DescriptorInfo | None) -> pb.Descriptor | None:
+def descriptor(item: Descriptor | None) -> pb.Descriptor | None:
     return None if item is None else _descriptor(item)
 
 
-def _descriptor(item: DescriptorInfo) -> pb.Descriptor:
+def _descriptor(item: Descriptor) -> pb.Descriptor:
     return pb.Descriptor(
         media_type=item.media_type,
         digest=item.digest,

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from nimbus.oci import mediatypes as mt
+from nimbus.oci.documents import Descriptor, Platform
 from registry.errors import ErrorCode, OCIError
 from registry.reference import Digest, validate_name
-from registry.services.manifests import ManifestService, artifact_type_of
+from registry.services.manifests import ManifestService
 from registry.services.repositories import Page, RepositoryService, paginate
 from registry.storage import paths, walk
 from registry.storage.driver import PathNotFoundError, StorageDriver
@@ -40,49 +41,6 @@ class TagInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class Platform:
-    os: str = ""
-    architecture: str = ""
-    variant: str = ""
-    os_version: str = ""
-
-    @classmethod
-    def parse(cls, raw: Any) -> Platform | None:
-        if not isinstance(raw, dict):
-            return None
-        return cls(
-            os=str(raw.get("os", "")),
-            architecture=str(raw.get("architecture", "")),
-            variant=str(raw.get("variant", "")),
-            os_version=str(raw.get("os.version", raw.get("os_version", ""))),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class DescriptorInfo:
-    media_type: str
-    digest: str
-    size: int
-    artifact_type: str = ""
-    annotations: dict[str, str] = field(default_factory=dict)
-    platform: Platform | None = None
-
-    @classmethod
-    def parse(cls, raw: Any) -> DescriptorInfo | None:
-        if not isinstance(raw, dict):
-            return None
-        size = raw.get("size", 0)
-        return cls(
-            media_type=str(raw.get("mediaType", "")),
-            digest=str(raw.get("digest", "")),
-            size=size if isinstance(size, int) else 0,
-            artifact_type=str(raw.get("artifactType", "")),
-            annotations=_annotations(raw),
-            platform=Platform.parse(raw.get("platform")),
-        )
-
-
-@dataclass(frozen=True, slots=True)
 class ManifestDetails:
     repository: str
     digest: str
@@ -92,11 +50,11 @@ class ManifestDetails:
     artifact_type: str
     tags: list[str]
     platforms: list[Platform]
-    config: DescriptorInfo | None
-    layers: list[DescriptorInfo]
-    manifests: list[DescriptorInfo]
-    referrers: list[DescriptorInfo]
-    subject: DescriptorInfo | None
+    config: Descriptor | None
+    layers: list[Descriptor]
+    manifests: list[Descriptor]
+    referrers: list[Descriptor]
+    subject: Descriptor | None
     annotations: dict[str, str]
 
 
@@ -110,21 +68,8 @@ class StoreStats:
     uploads_in_progress: int
 
 
-def _annotations(doc: dict[str, Any]) -> dict[str, str]:
-    raw = doc.get("annotations")
-    if not isinstance(raw, dict):
-        return {}
-    return {str(k): str(v) for k, v in raw.items()}
-
-
-def _descriptors(raw: Any) -> list[DescriptorInfo]:
-    if not isinstance(raw, list):
-        return []
-    return [d for d in (DescriptorInfo.parse(item) for item in raw) if d is not None]
-
-
 async def _decode(data: bytes) -> Any:
-    """A stored JSON document (up to 4 MiB), decoded in a thread to keep the loop serving."""
+    """A stored JSON document (an image config, up to 4 MiB), decoded in a thread."""
     return await asyncio.to_thread(json.loads, data)
 
 
@@ -191,10 +136,8 @@ class InventoryService:
         await self._require(name)
         digest = await self.manifests.resolve(name, reference)
         manifest = await self.manifests.load(digest)
-        doc = await _decode(manifest.data)
-        config = DescriptorInfo.parse(doc.get("config"))
-        layers = _descriptors(doc.get("layers"))
-        children = _descriptors(doc.get("manifests"))
+        doc = await manifest.document()
+        config, layers, children = doc.config, list(doc.layers), list(doc.manifests)
         total = manifest.size
         platforms: list[Platform] = []
         if manifest.media_type in mt.INDEXES:
@@ -209,35 +152,35 @@ class InventoryService:
         referrers, tags = await asyncio.gather(
             self.manifests.referrers(name, digest, None), self.manifests.tags_of(name, digest)
         )
+        artifact_type = doc.effective_artifact_type if manifest.media_type in mt.MANIFESTS else ""
         return ManifestDetails(
             repository=name,
             digest=str(digest),
             media_type=manifest.media_type,
             size=manifest.size,
             total_size=total,
-            artifact_type=artifact_type_of(doc) if manifest.media_type in mt.MANIFESTS else "",
+            artifact_type=artifact_type,
             tags=sorted(tags),
             platforms=platforms,
             config=config,
             layers=layers,
             manifests=children,
-            referrers=_descriptors(referrers),
-            subject=DescriptorInfo.parse(doc.get("subject")),
-            annotations=_annotations(doc),
+            referrers=[d for d in map(Descriptor.read, referrers) if d is not None],
+            subject=doc.subject,
+            annotations=doc.annotations,
         )
 
-    async def _image_total(self, name: str, child: DescriptorInfo) -> int:
+    async def _image_total(self, name: str, child: Descriptor) -> int:
         """A child manifest's own size plus its config and layers, when it is stored here."""
         try:
             manifest = await self.manifests.load(Digest.parse(child.digest))
         except OCIError:
             return child.size
-        doc = await _decode(manifest.data)
-        config = DescriptorInfo.parse(doc.get("config"))
-        layers = _descriptors(doc.get("layers"))
-        return manifest.size + (config.size if config else 0) + sum(x.size for x in layers)
+        doc = await manifest.document()
+        config_size = doc.config.size if doc.config else 0
+        return manifest.size + config_size + sum(x.size for x in doc.layers)
 
-    async def _config_platform(self, config: DescriptorInfo) -> Platform | None:
+    async def _config_platform(self, config: Descriptor) -> Platform | None:
         if config.size > MAX_CONFIG_BYTES or "json" not in config.media_type:
             return None
         try:
@@ -248,7 +191,7 @@ class InventoryService:
             return None
         if not isinstance(doc, dict) or not doc.get("architecture"):
             return None  # an artifact's config, not an image's
-        return Platform.parse(doc)
+        return Platform.read(doc)
 
     async def stats(self) -> StoreStats:
         names = await self.repositories.all_repositories()

@@ -13,7 +13,6 @@ from nimbus.oci.documents import (
     LARGE_DOCUMENT_BYTES,
     InvalidManifestError,
     ManifestDocument,
-    artifact_type_of,
     parse_manifest,
     read_manifest,
 )
@@ -39,6 +38,10 @@ class Manifest:
     @property
     def size(self) -> int:
         return len(self.data)
+
+    async def document(self) -> ManifestDocument:
+        """The stored manifest's document model, read off the loop when it is large."""
+        return await _read(self.data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,7 +378,3 @@ async def _read(data: bytes) -> ManifestDocument:
     if len(data) > LARGE_DOCUMENT_BYTES:
         return await asyncio.to_thread(read_manifest, data)
     return read_manifest(data)
-
-
-# artifact_type_of is re-exported: the inventory reads it from here.
-__all__ = ["MAX_MANIFEST_BYTES", "Manifest", "ManifestService", "PutResult", "artifact_type_of"]
