@@ -94,6 +94,7 @@ def peer_to_proto(peer: Peer) -> replication_pb2.Peer:
         reconcile_interval_seconds=peer.reconcile_interval,
         rules=[rule_to_proto(r) for r in peer.rules],
         credentials_kind=kind,
+        client_cert_pem=peer.client_cert_pem,
     )
 
 
@@ -107,6 +108,8 @@ def peer_from_proto(msg: replication_pb2.Peer) -> Peer:
         token=msg.credentials.token,
         tls_verify=not msg.tls_insecure,
         ca_pem=msg.ca_pem,
+        client_cert_pem=msg.client_cert_pem,
+        client_key_pem=msg.client_key_pem,
         reconcile_interval=msg.reconcile_interval_seconds,
         rules=[rule_from_proto(r) for r in msg.rules],
     )
@@ -122,6 +125,8 @@ _FIELDS: dict[str, tuple[str, ...]] = {
     "credentials.token": ("token",),
     "tls_insecure": ("tls_verify",),
     "ca_pem": ("ca_pem",),
+    "client_cert_pem": ("client_cert_pem",),
+    "client_key_pem": ("client_key_pem",),
     "reconcile_interval_seconds": ("reconcile_interval",),
     "rules": ("rules",),
 }

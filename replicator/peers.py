@@ -20,6 +20,7 @@ from nimbus import streams
 from nimbus.kvbucket import open_bucket
 from nimbus.oci.client import RegistryClient
 from nimbus.oci.transport import Credentials
+from nimbus.tls.client import client_context, client_pair_problems
 from replicator.rules import Rule
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -50,6 +51,9 @@ class Peer:
     tls_verify: bool = True
     # PEM of a private CA the peer's certificate chains to (kept inline: replicas run anywhere).
     ca_pem: str = ""
+    # A client certificate (PEM, with its chain) and its key, for a peer that asks for one.
+    client_cert_pem: str = ""
+    client_key_pem: str = ""
     # Seconds between full reconciles of this peer; 0 turns them off.
     reconcile_interval: float = 0.0
     rules: list[Rule] = field(default_factory=list)
@@ -69,6 +73,11 @@ class Peer:
             raise PeerError("reconcile_interval: 0 (off) or a number of seconds")
         if self.ca_pem and "BEGIN CERTIFICATE" not in self.ca_pem:
             raise PeerError("ca_pem: not a PEM certificate")
+        problems = client_pair_problems(
+            self.client_cert_pem, self.client_key_pem, "client_cert_pem", "client_key_pem"
+        )
+        if problems:
+            raise PeerError("; ".join(problems))
         if self.site and any(c in self.site for c in ".*> "):
             raise PeerError(f"peer site {self.site!r}: not a site name")
         for rule in self.rules:
@@ -81,12 +90,12 @@ class Peer:
     def credentials(self) -> Credentials:
         return Credentials(self.username, self.password, self.token)
 
-    def ssl(self) -> ssl.SSLContext | bool:
-        if not self.tls_verify:
-            return False
-        if self.ca_pem:
-            return ssl.create_default_context(cadata=self.ca_pem)
-        return True
+    def ssl(self) -> ssl.SSLContext:
+        """Verifying the peer (the system's CAs, or its private CA) unless it is explicitly
+        `tls_insecure`, and presenting the client certificate when it asks for one."""
+        return client_context(
+            self.ca_pem, self.client_cert_pem, self.client_key_pem, verify=self.tls_verify
+        )
 
     def client(self, **kwargs: Any) -> RegistryClient:
         return RegistryClient(self.url, self.credentials, ssl=self.ssl(), **kwargs)
@@ -101,6 +110,8 @@ class Peer:
             "token": self.token,
             "tls_verify": self.tls_verify,
             "ca_pem": self.ca_pem,
+            "client_cert_pem": self.client_cert_pem,
+            "client_key_pem": self.client_key_pem,
             "reconcile_interval": self.reconcile_interval,
             "rules": [rule.to_dict() for rule in self.rules],
             "created_at": self.created_at,
@@ -119,6 +130,8 @@ class Peer:
             token=str(raw.get("token", "")),
             tls_verify=bool(raw.get("tls_verify", True)),
             ca_pem=str(raw.get("ca_pem", "")),
+            client_cert_pem=str(raw.get("client_cert_pem", "")),
+            client_key_pem=str(raw.get("client_key_pem", "")),
             reconcile_interval=float(raw.get("reconcile_interval", 0.0)),
             rules=[Rule.from_dict(r) for r in raw.get("rules") or []],
             created_at=float(raw.get("created_at", 0.0)),

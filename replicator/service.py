@@ -35,8 +35,12 @@ log = logging.getLogger("nimbus.replicator")
 REFRESH_SECONDS = 2.0
 # The fields of a peer an update may change (its name and creation time stay).
 CREDENTIALS = frozenset({"username", "password", "token"})
+# Secret like the credentials: never shown, so kept unless replaced on purpose.
+CLIENT_KEY = "client_key_pem"
 UPDATABLE = frozenset(
-    {"url", "site", "tls_verify", "ca_pem", "reconcile_interval", "rules"} | CREDENTIALS
+    {"url", "site", "tls_verify", "ca_pem", "client_cert_pem", "reconcile_interval", "rules"}
+    | CREDENTIALS
+    | {CLIENT_KEY}
 )
 
 
@@ -200,10 +204,14 @@ class ReplicationService:
         current = await self._peer(name)
         chosen = set(fields)
         if not fields:
-            chosen = set(UPDATABLE - CREDENTIALS)
+            chosen = set(UPDATABLE - CREDENTIALS - {CLIENT_KEY})
             if draft.username or draft.password or draft.token:
                 chosen |= CREDENTIALS
+            if draft.client_key_pem:
+                chosen.add(CLIENT_KEY)
         updated = replace(current, **{f: getattr(draft, f) for f in chosen})
+        if not updated.client_cert_pem and CLIENT_KEY not in chosen:
+            updated.client_key_pem = ""  # no certificate, no key
         updated = await self.peers.put(updated)
         await self.refresh()
         return updated

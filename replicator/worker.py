@@ -38,6 +38,7 @@ from nimbus.oci import mediatypes as mt
 from nimbus.oci.client import RegistryClient
 from nimbus.oci.documents import InvalidManifestError
 from nimbus.oci.errors import (
+    ClientCertificateRequiredError,
     DigestMismatchError,
     RegistryError,
     SizeMismatchError,
@@ -66,6 +67,7 @@ class TagDeleteUnsupportedError(Exception):
 # Answers that retrying will not change: the change fails for good, and the peer goes on.
 REFUSALS = (
     RegistryError,
+    ClientCertificateRequiredError,
     DigestMismatchError,
     SizeMismatchError,
     InvalidManifestError,

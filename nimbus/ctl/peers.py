@@ -13,6 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from nimbus.ctl.command import Commands, Ctl, CtlError, add_command, add_noun
 from nimbus.ctl.output import Column, human_size, short_digest
+from nimbus.tls.client import certificate_subject
 from proto.nimbus.v1 import replication_pb2 as pb
 from proto.nimbus.v1 import replication_pb2_grpc as pb_grpc
 
@@ -61,8 +62,15 @@ PEER_COLUMNS = [
 
 PEER_FIELDS = [
     *PEER_COLUMNS,
-    Column("TLS verify", lambda p: "no" if p.tls_insecure else "yes"),
+    Column("TLS verify", lambda p: "no (tls_insecure)" if p.tls_insecure else "yes"),
     Column("Private CA", lambda p: "yes" if p.ca_pem else "no"),
+    # The key is set with the certificate and never shown.
+    Column(
+        "Client certificate",
+        lambda p: (
+            (certificate_subject(p.client_cert_pem) or "set") if p.client_cert_pem else "none"
+        ),
+    ),
 ]
 
 STATUS_COLUMNS = [
@@ -103,6 +111,10 @@ def _add_peer_flags(parser: argparse.ArgumentParser, creating: bool) -> None:
         "--insecure", action=argparse.BooleanOptionalAction, default=None, help="skip TLS checks"
     )
     parser.add_argument("--ca", help="PEM file of a private CA to verify the peer with")
+    parser.add_argument(
+        "--client-cert", help='PEM client certificate for a peer asking for one ("" removes it)'
+    )
+    parser.add_argument("--client-key", help="PEM private key of --client-cert")
     parser.add_argument(
         "--reconcile-interval", type=float, help="seconds between reconciles (0 off)"
     )
@@ -152,6 +164,17 @@ def _peer_from_args(ctl: Ctl) -> tuple[pb.Peer, list[str]]:
         except OSError as error:
             raise CtlError(f"--ca {a.ca}: {error.strerror}") from None
         paths.append("ca_pem")
+    for flag, value, path in (
+        ("--client-cert", a.client_cert, "client_cert_pem"),
+        ("--client-key", a.client_key, "client_key_pem"),
+    ):
+        if value is None:
+            continue
+        try:
+            setattr(peer, path, Path(value).read_text() if value else "")
+        except OSError as error:
+            raise CtlError(f"{flag} {value}: {error.strerror}") from None
+        paths.append(path)
     if a.reconcile_interval is not None:
         peer.reconcile_interval_seconds = a.reconcile_interval
         paths.append("reconcile_interval_seconds")

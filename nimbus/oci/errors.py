@@ -37,6 +37,17 @@ class RegistryError(Exception):
         return self.status >= 500 or self.status in _TRANSIENT_4XX
 
 
+class ClientCertificateRequiredError(Exception):
+    """A registry asked for a client certificate at the TLS handshake, the client had none, and
+    the registry hung up without answering. Stays so until the client is given a certificate."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(
+            f"{url}: the TLS handshake failed: the registry asked for a client certificate, none"
+            " is set (client_cert_pem and client_key_pem), and it closed the connection"
+        )
+
+
 class DigestMismatchError(Exception):
     """Content read from the source does not hash to the digest it was asked for."""
 

@@ -24,8 +24,9 @@ from urllib.parse import urlencode
 import aiohttp
 from yarl import URL
 
-from nimbus.oci.errors import RegistryError
+from nimbus.oci.errors import ClientCertificateRequiredError, RegistryError
 from nimbus.oci.headers import retry_after_seconds
+from nimbus.tls.client import asked_for_a_client_certificate
 
 # Refresh a token this long before the registry would refuse it.
 EXPIRY_MARGIN_SECONDS = 10.0
@@ -259,7 +260,14 @@ class Transport:
             authorization = await self.auth.prepare(self.session, scope)
             if authorization:
                 sent["Authorization"] = authorization
-            response = await self.session.request(method, url, headers=sent, data=data)
+            try:
+                response = await self.session.request(method, url, headers=sent, data=data)
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                if url.scheme == "https" and asked_for_a_client_certificate(
+                    self._ssl, url.host or ""
+                ):
+                    raise ClientCertificateRequiredError(self.base_url) from exc
+                raise
             try:
                 if response.status == 401 and attempt == 1 and replayable:
                     challenge = response.headers.get("WWW-Authenticate", "")

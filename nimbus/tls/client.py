@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import ssl
 import tempfile
+import weakref
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -69,7 +71,35 @@ def client_context(
         context.verify_mode = ssl.CERT_NONE
     if cert_pem:
         _load_pair(context, cert_pem, key_pem)
+    else:
+        _watch_certificate_requests(context)
     return context
+
+
+# Per context without a client certificate: the servers (by the name they were reached by) that
+# asked for one in a handshake. A server refusing to go on without one may close the connection
+# without a TLS alert (an asyncio server does), which the client sees as a bare disconnect; this
+# lets the client say what happened instead.
+_CERTIFICATE_REQUEST = 13  # the handshake message type (RFC 8446, 4.3.2)
+_ASKED: weakref.WeakKeyDictionary[ssl.SSLContext, set[str]] = weakref.WeakKeyDictionary()
+
+
+def _watch_certificate_requests(context: ssl.SSLContext) -> None:
+    asked = _ASKED.setdefault(context, set())
+
+    def message(
+        conn: Any, direction: str, version: Any, kind: Any, msg_type: Any, data: Any
+    ) -> None:
+        if direction == "read" and msg_type == _CERTIFICATE_REQUEST:
+            asked.add(str(getattr(conn, "server_hostname", "") or ""))
+
+    # The ssl module's message callback: the one way it shows which handshake messages came.
+    context._msg_callback = message  # type: ignore[attr-defined]
+
+
+def asked_for_a_client_certificate(context: object, host: str) -> bool:
+    """True when `host` asked for a client certificate over `context` (one without any)."""
+    return isinstance(context, ssl.SSLContext) and host in _ASKED.get(context, ())
 
 
 def _load_pair(context: ssl.SSLContext, cert_pem: str, key_pem: str) -> None:

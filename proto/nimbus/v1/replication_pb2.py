@@ -26,7 +26,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!proto/nimbus/v1/replication.proto\x12\tnimbus.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"`\n\x04Rule\x12\x0f\n\x07include\x18\x01 \x03(\t\x12\x0f\n\x07\x65xclude\x18\x02 \x03(\t\x12\x13\n\x0btag_pattern\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x63tions\x18\x04 \x03(\t\x12\x10\n\x08\x64isabled\x18\x05 \x01(\x08\"@\n\x0b\x43redentials\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\"\xe0\x01\n\x04Peer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0c\n\x04site\x18\x03 \x01(\t\x12+\n\x0b\x63redentials\x18\x04 \x01(\x0b\x32\x16.nimbus.v1.Credentials\x12\x14\n\x0ctls_insecure\x18\x05 \x01(\x08\x12\x0e\n\x06\x63\x61_pem\x18\x06 \x01(\t\x12\"\n\x1areconcile_interval_seconds\x18\x07 \x01(\x01\x12\x1e\n\x05rules\x18\x08 \x03(\x0b\x32\x0f.nimbus.v1.Rule\x12\x18\n\x10\x63redentials_kind\x18\t \x01(\t\"2\n\x11\x43reatePeerRequest\x12\x1d\n\x04peer\x18\x01 \x01(\x0b\x32\x0f.nimbus.v1.Peer\"\x1e\n\x0eGetPeerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x10ListPeersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"L\n\x11ListPeersResponse\x12\x1e\n\x05peers\x18\x01 \x03(\x0b\x32\x0f.nimbus.v1.Peer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"c\n\x11UpdatePeerRequest\x12\x1d\n\x04peer\x18\x01 \x01(\x0b\x32\x0f.nimbus.v1.Peer\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"!\n\x11\x44\x65letePeerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x14\n\x12\x44\x65letePeerResponse\" \n\x10GetStatusRequest\x12\x0c\n\x04peer\x18\x01 \x01(\t\"\xb3\x02\n\nPeerStatus\x12\x0c\n\x04peer\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63klog\x18\x02 \x01(\x03\x12\x11\n\tin_flight\x18\x03 \x01(\x03\x12\x30\n\x0clast_success\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13last_success_change\x18\x05 \x01(\t\x12.\n\nlast_error\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11last_error_reason\x18\x07 \x01(\t\x12\x14\n\x0c\x62ytes_copied\x18\x08 \x01(\x03\x12\x15\n\rimages_copied\x18\t \x01(\x03\x12\x1a\n\x12\x64\x65letes_replicated\x18\n \x01(\x03\x12\x10\n\x08\x66\x61ilures\x18\x0b \x01(\x03\"9\n\x11GetStatusResponse\x12$\n\x05peers\x18\x01 \x03(\x0b\x32\x15.nimbus.v1.PeerStatus\"\xfd\x01\n\x07\x46\x61ilure\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04peer\x18\x02 \x01(\t\x12\x12\n\nrepository\x18\x03 \x01(\t\x12\x11\n\treference\x18\x04 \x01(\t\x12\x0e\n\x06\x64igest\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x08 \x01(\x05\x12\x30\n\x0c\x66irst_failed\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0blast_failed\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04kind\x18\x0b \x01(\t\"J\n\x13ListFailuresRequest\x12\x0c\n\x04peer\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"U\n\x14ListFailuresResponse\x12$\n\x08\x66\x61ilures\x18\x01 \x03(\x0b\x32\x12.nimbus.v1.Failure\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"/\n\x13RetryFailureRequest\x12\x0c\n\x04peer\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"e\n\x14RetryFailureResponse\x12\x0f\n\x07retried\x18\x01 \x01(\x05\x12\x11\n\tsucceeded\x18\x02 \x01(\x05\x12)\n\rstill_failing\x18\x03 \x03(\x0b\x32\x12.nimbus.v1.Failure\"/\n\x0bSyncRequest\x12\x0c\n\x04peer\x18\x01 \x01(\t\x12\x12\n\nrepository\x18\x02 \x01(\t\"\xbf\x01\n\x0cSyncProgress\x12\r\n\x05phase\x18\x01 \x01(\t\x12\x12\n\nrepository\x18\x02 \x01(\t\x12\x11\n\treference\x18\x03 \x01(\t\x12\x0c\n\x04\x64one\x18\x04 \x01(\x03\x12\r\n\x05total\x18\x05 \x01(\x03\x12\x15\n\rimages_copied\x18\x06 \x01(\x03\x12\x14\n\x0c\x62ytes_copied\x18\x07 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x08 \x01(\x03\x12\r\n\x05\x65rror\x18\t \x01(\t\x12\x10\n\x08\x66inished\x18\n \x01(\x08\x32\xf6\x04\n\x0bReplication\x12;\n\nCreatePeer\x12\x1c.nimbus.v1.CreatePeerRequest\x1a\x0f.nimbus.v1.Peer\x12\x35\n\x07GetPeer\x12\x19.nimbus.v1.GetPeerRequest\x1a\x0f.nimbus.v1.Peer\x12\x46\n\tListPeers\x12\x1b.nimbus.v1.ListPeersRequest\x1a\x1c.nimbus.v1.ListPeersResponse\x12;\n\nUpdatePeer\x12\x1c.nimbus.v1.UpdatePeerRequest\x1a\x0f.nimbus.v1.Peer\x12I\n\nDeletePeer\x12\x1c.nimbus.v1.DeletePeerRequest\x1a\x1d.nimbus.v1.DeletePeerResponse\x12\x46\n\tGetStatus\x12\x1b.nimbus.v1.GetStatusRequest\x1a\x1c.nimbus.v1.GetStatusResponse\x12O\n\x0cListFailures\x12\x1e.nimbus.v1.ListFailuresRequest\x1a\x1f.nimbus.v1.ListFailuresResponse\x12O\n\x0cRetryFailure\x12\x1e.nimbus.v1.RetryFailureRequest\x1a\x1f.nimbus.v1.RetryFailureResponse\x12\x39\n\x04Sync\x12\x16.nimbus.v1.SyncRequest\x1a\x17.nimbus.v1.SyncProgress0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!proto/nimbus/v1/replication.proto\x12\tnimbus.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"`\n\x04Rule\x12\x0f\n\x07include\x18\x01 \x03(\t\x12\x0f\n\x07\x65xclude\x18\x02 \x03(\t\x12\x13\n\x0btag_pattern\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x63tions\x18\x04 \x03(\t\x12\x10\n\x08\x64isabled\x18\x05 \x01(\x08\"@\n\x0b\x43redentials\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\"\x91\x02\n\x04Peer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0c\n\x04site\x18\x03 \x01(\t\x12+\n\x0b\x63redentials\x18\x04 \x01(\x0b\x32\x16.nimbus.v1.Credentials\x12\x14\n\x0ctls_insecure\x18\x05 \x01(\x08\x12\x0e\n\x06\x63\x61_pem\x18\x06 \x01(\t\x12\"\n\x1areconcile_interval_seconds\x18\x07 \x01(\x01\x12\x1e\n\x05rules\x18\x08 \x03(\x0b\x32\x0f.nimbus.v1.Rule\x12\x18\n\x10\x63redentials_kind\x18\t \x01(\t\x12\x17\n\x0f\x63lient_cert_pem\x18\n \x01(\t\x12\x16\n\x0e\x63lient_key_pem\x18\x0b \x01(\t\"2\n\x11\x43reatePeerRequest\x12\x1d\n\x04peer\x18\x01 \x01(\x0b\x32\x0f.nimbus.v1.Peer\"\x1e\n\x0eGetPeerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x10ListPeersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"L\n\x11ListPeersResponse\x12\x1e\n\x05peers\x18\x01 \x03(\x0b\x32\x0f.nimbus.v1.Peer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"c\n\x11UpdatePeerRequest\x12\x1d\n\x04peer\x18\x01 \x01(\x0b\x32\x0f.nimbus.v1.Peer\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"!\n\x11\x44\x65letePeerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x14\n\x12\x44\x65letePeerResponse\" \n\x10GetStatusRequest\x12\x0c\n\x04peer\x18\x01 \x01(\t\"\xb3\x02\n\nPeerStatus\x12\x0c\n\x04peer\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63klog\x18\x02 \x01(\x03\x12\x11\n\tin_flight\x18\x03 \x01(\x03\x12\x30\n\x0clast_success\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13last_success_change\x18\x05 \x01(\t\x12.\n\nlast_error\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11last_error_reason\x18\x07 \x01(\t\x12\x14\n\x0c\x62ytes_copied\x18\x08 \x01(\x03\x12\x15\n\rimages_copied\x18\t \x01(\x03\x12\x1a\n\x12\x64\x65letes_replicated\x18\n \x01(\x03\x12\x10\n\x08\x66\x61ilures\x18\x0b \x01(\x03\"9\n\x11GetStatusResponse\x12$\n\x05peers\x18\x01 \x03(\x0b\x32\x15.nimbus.v1.PeerStatus\"\xfd\x01\n\x07\x46\x61ilure\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04peer\x18\x02 \x01(\t\x12\x12\n\nrepository\x18\x03 \x01(\t\x12\x11\n\treference\x18\x04 \x01(\t\x12\x0e\n\x06\x64igest\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x08 \x01(\x05\x12\x30\n\x0c\x66irst_failed\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0blast_failed\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04kind\x18\x0b \x01(\t\"J\n\x13ListFailuresRequest\x12\x0c\n\x04peer\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"U\n\x14ListFailuresResponse\x12$\n\x08\x66\x61ilures\x18\x01 \x03(\x0b\x32\x12.nimbus.v1.Failure\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"/\n\x13RetryFailureRequest\x12\x0c\n\x04peer\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"e\n\x14RetryFailureResponse\x12\x0f\n\x07retried\x18\x01 \x01(\x05\x12\x11\n\tsucceeded\x18\x02 \x01(\x05\x12)\n\rstill_failing\x18\x03 \x03(\x0b\x32\x12.nimbus.v1.Failure\"/\n\x0bSyncRequest\x12\x0c\n\x04peer\x18\x01 \x01(\t\x12\x12\n\nrepository\x18\x02 \x01(\t\"\xbf\x01\n\x0cSyncProgress\x12\r\n\x05phase\x18\x01 \x01(\t\x12\x12\n\nrepository\x18\x02 \x01(\t\x12\x11\n\treference\x18\x03 \x01(\t\x12\x0c\n\x04\x64one\x18\x04 \x01(\x03\x12\r\n\x05total\x18\x05 \x01(\x03\x12\x15\n\rimages_copied\x18\x06 \x01(\x03\x12\x14\n\x0c\x62ytes_copied\x18\x07 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x08 \x01(\x03\x12\r\n\x05\x65rror\x18\t \x01(\t\x12\x10\n\x08\x66inished\x18\n \x01(\x08\x32\xf6\x04\n\x0bReplication\x12;\n\nCreatePeer\x12\x1c.nimbus.v1.CreatePeerRequest\x1a\x0f.nimbus.v1.Peer\x12\x35\n\x07GetPeer\x12\x19.nimbus.v1.GetPeerRequest\x1a\x0f.nimbus.v1.Peer\x12\x46\n\tListPeers\x12\x1b.nimbus.v1.ListPeersRequest\x1a\x1c.nimbus.v1.ListPeersResponse\x12;\n\nUpdatePeer\x12\x1c.nimbus.v1.UpdatePeerRequest\x1a\x0f.nimbus.v1.Peer\x12I\n\nDeletePeer\x12\x1c.nimbus.v1.DeletePeerRequest\x1a\x1d.nimbus.v1.DeletePeerResponse\x12\x46\n\tGetStatus\x12\x1b.nimbus.v1.GetStatusRequest\x1a\x1c.nimbus.v1.GetStatusResponse\x12O\n\x0cListFailures\x12\x1e.nimbus.v1.ListFailuresRequest\x1a\x1f.nimbus.v1.ListFailuresResponse\x12O\n\x0cRetryFailure\x12\x1e.nimbus.v1.RetryFailureRequest\x1a\x1f.nimbus.v1.RetryFailureResponse\x12\x39\n\x04Sync\x12\x16.nimbus.v1.SyncRequest\x1a\x17.nimbus.v1.SyncProgress0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,41 +38,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREDENTIALS']._serialized_start=213
   _globals['_CREDENTIALS']._serialized_end=277
   _globals['_PEER']._serialized_start=280
-  _globals['_PEER']._serialized_end=504
-  _globals['_CREATEPEERREQUEST']._serialized_start=506
-  _globals['_CREATEPEERREQUEST']._serialized_end=556
-  _globals['_GETPEERREQUEST']._serialized_start=558
-  _globals['_GETPEERREQUEST']._serialized_end=588
-  _globals['_LISTPEERSREQUEST']._serialized_start=590
-  _globals['_LISTPEERSREQUEST']._serialized_end=647
-  _globals['_LISTPEERSRESPONSE']._serialized_start=649
-  _globals['_LISTPEERSRESPONSE']._serialized_end=725
-  _globals['_UPDATEPEERREQUEST']._serialized_start=727
-  _globals['_UPDATEPEERREQUEST']._serialized_end=826
-  _globals['_DELETEPEERREQUEST']._serialized_start=828
-  _globals['_DELETEPEERREQUEST']._serialized_end=861
-  _globals['_DELETEPEERRESPONSE']._serialized_start=863
-  _globals['_DELETEPEERRESPONSE']._serialized_end=883
-  _globals['_GETSTATUSREQUEST']._serialized_start=885
-  _globals['_GETSTATUSREQUEST']._serialized_end=917
-  _globals['_PEERSTATUS']._serialized_start=920
-  _globals['_PEERSTATUS']._serialized_end=1227
-  _globals['_GETSTATUSRESPONSE']._serialized_start=1229
-  _globals['_GETSTATUSRESPONSE']._serialized_end=1286
-  _globals['_FAILURE']._serialized_start=1289
-  _globals['_FAILURE']._serialized_end=1542
-  _globals['_LISTFAILURESREQUEST']._serialized_start=1544
-  _globals['_LISTFAILURESREQUEST']._serialized_end=1618
-  _globals['_LISTFAILURESRESPONSE']._serialized_start=1620
-  _globals['_LISTFAILURESRESPONSE']._serialized_end=1705
-  _globals['_RETRYFAILUREREQUEST']._serialized_start=1707
-  _globals['_RETRYFAILUREREQUEST']._serialized_end=1754
-  _globals['_RETRYFAILURERESPONSE']._serialized_start=1756
-  _globals['_RETRYFAILURERESPONSE']._serialized_end=1857
-  _globals['_SYNCREQUEST']._serialized_start=1859
-  _globals['_SYNCREQUEST']._serialized_end=1906
-  _globals['_SYNCPROGRESS']._serialized_start=1909
-  _globals['_SYNCPROGRESS']._serialized_end=2100
-  _globals['_REPLICATION']._serialized_start=2103
-  _globals['_REPLICATION']._serialized_end=2733
+  _globals['_PEER']._serialized_end=553
+  _globals['_CREATEPEERREQUEST']._serialized_start=555
+  _globals['_CREATEPEERREQUEST']._serialized_end=605
+  _globals['_GETPEERREQUEST']._serialized_start=607
+  _globals['_GETPEERREQUEST']._serialized_end=637
+  _globals['_LISTPEERSREQUEST']._serialized_start=639
+  _globals['_LISTPEERSREQUEST']._serialized_end=696
+  _globals['_LISTPEERSRESPONSE']._serialized_start=698
+  _globals['_LISTPEERSRESPONSE']._serialized_end=774
+  _globals['_UPDATEPEERREQUEST']._serialized_start=776
+  _globals['_UPDATEPEERREQUEST']._serialized_end=875
+  _globals['_DELETEPEERREQUEST']._serialized_start=877
+  _globals['_DELETEPEERREQUEST']._serialized_end=910
+  _globals['_DELETEPEERRESPONSE']._serialized_start=912
+  _globals['_DELETEPEERRESPONSE']._serialized_end=932
+  _globals['_GETSTATUSREQUEST']._serialized_start=934
+  _globals['_GETSTATUSREQUEST']._serialized_end=966
+  _globals['_PEERSTATUS']._serialized_start=969
+  _globals['_PEERSTATUS']._serialized_end=1276
+  _globals['_GETSTATUSRESPONSE']._serialized_start=1278
+  _globals['_GETSTATUSRESPONSE']._serialized_end=1335
+  _globals['_FAILURE']._serialized_start=1338
+  _globals['_FAILURE']._serialized_end=1591
+  _globals['_LISTFAILURESREQUEST']._serialized_start=1593
+  _globals['_LISTFAILURESREQUEST']._serialized_end=1667
+  _globals['_LISTFAILURESRESPONSE']._serialized_start=1669
+  _globals['_LISTFAILURESRESPONSE']._serialized_end=1754
+  _globals['_RETRYFAILUREREQUEST']._serialized_start=1756
+  _globals['_RETRYFAILUREREQUEST']._serialized_end=1803
+  _globals['_RETRYFAILURERESPONSE']._serialized_start=1805
+  _globals['_RETRYFAILURERESPONSE']._serialized_end=1906
+  _globals['_SYNCREQUEST']._serialized_start=1908
+  _globals['_SYNCREQUEST']._serialized_end=1955
+  _globals['_SYNCPROGRESS']._serialized_start=1958
+  _globals['_SYNCPROGRESS']._serialized_end=2149
+  _globals['_REPLICATION']._serialized_start=2152
+  _globals['_REPLICATION']._serialized_end=2782
 # @@protoc_insertion_point(module_scope)

@@ -35,7 +35,7 @@ class Credentials(_message.Message):
     def __init__(self, username: _Optional[str] = ..., password: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
 
 class Peer(_message.Message):
-    __slots__ = ("name", "url", "site", "credentials", "tls_insecure", "ca_pem", "reconcile_interval_seconds", "rules", "credentials_kind")
+    __slots__ = ("name", "url", "site", "credentials", "tls_insecure", "ca_pem", "reconcile_interval_seconds", "rules", "credentials_kind", "client_cert_pem", "client_key_pem")
     NAME_FIELD_NUMBER: _ClassVar[int]
     URL_FIELD_NUMBER: _ClassVar[int]
     SITE_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,8 @@ class Peer(_message.Message):
     RECONCILE_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     RULES_FIELD_NUMBER: _ClassVar[int]
     CREDENTIALS_KIND_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_CERT_PEM_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_KEY_PEM_FIELD_NUMBER: _ClassVar[int]
     name: str
     url: str
     site: str
@@ -54,7 +56,9 @@ class Peer(_message.Message):
     reconcile_interval_seconds: float
     rules: _containers.RepeatedCompositeFieldContainer[Rule]
     credentials_kind: str
-    def __init__(self, name: _Optional[str] = ..., url: _Optional[str] = ..., site: _Optional[str] = ..., credentials: _Optional[_Union[Credentials, _Mapping]] = ..., tls_insecure: _Optional[bool] = ..., ca_pem: _Optional[str] = ..., reconcile_interval_seconds: _Optional[float] = ..., rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., credentials_kind: _Optional[str] = ...) -> None: ...
+    client_cert_pem: str
+    client_key_pem: str
+    def __init__(self, name: _Optional[str] = ..., url: _Optional[str] = ..., site: _Optional[str] = ..., credentials: _Optional[_Union[Credentials, _Mapping]] = ..., tls_insecure: _Optional[bool] = ..., ca_pem: _Optional[str] = ..., reconcile_interval_seconds: _Optional[float] = ..., rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., credentials_kind: _Optional[str] = ..., client_cert_pem: _Optional[str] = ..., client_key_pem: _Optional[str] = ...) -> None: ...
 
 class CreatePeerRequest(_message.Message):
     __slots__ = ("peer",)
