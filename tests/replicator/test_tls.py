@@ -25,6 +25,7 @@ from tests.replicator.conftest import (
     peer,
     push_image,
 )
+from tests.replicator.test_ctl_peers import ctl
 from tests.tls.conftest import client_context, make_certs
 
 
@@ -151,3 +152,36 @@ async def test_a_peer_key_that_is_not_the_certificates_is_refused(
         await api.CreatePeer(request)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "client_key_pem: does not match" in (refused.value.details() or "")
+
+
+async def test_ctl_peers_sets_a_client_certificate_and_shows_it_and_tls_insecure(
+    tmp_path: Path,
+    nats_factory: NatsFactory,
+    registry_factory: RegistryFactory,
+    replicator_factory: ReplicatorFactory,
+) -> None:
+    certs = make_certs(tmp_path / "tls")
+    nats_url = nats_factory().url
+    a = registry_factory(["--nats", nats_url, "--site", "a"])
+    address = replicator_factory(nats_url, a.url, "a").address
+    cert, key = certs.client("replicator-ctl")
+    added = ctl(
+        address,
+        "peers",
+        "add",
+        "b",
+        "https://127.0.0.1:9",
+        "--client-cert",
+        str(cert),
+        "--client-key",
+        str(key),
+    )
+    assert added.returncode == 0, added.stderr
+    shown = ctl(address, "peers", "get", "b")
+    assert "CN=replicator-ctl" in shown.stdout and "PRIVATE KEY" not in shown.stdout, shown.stdout
+    assert "no (tls_insecure)" not in shown.stdout
+
+    insecure = ctl(address, "peers", "update", "b", "--insecure", "--client-cert", "")
+    assert insecure.returncode == 0, insecure.stderr
+    shown = ctl(address, "peers", "get", "b")
+    assert "no (tls_insecure)" in shown.stdout and "CN=replicator-ctl" not in shown.stdout
