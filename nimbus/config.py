@@ -1,7 +1,8 @@
 """One configuration model per service: YAML file < NIMBUS_* environment < flags.
 
 Each service declares a dataclass; nested dataclasses are YAML sections and
-`NIMBUS_<SECTION>_<FIELD>` variables. Values are coerced to the field's type and every problem
+`NIMBUS_<SECTION>_<FIELD>` variables; a list of sections is a YAML list in the file and a YAML
+(or JSON) flow list in its variable. Values are coerced to the field's type and every problem
 is reported at start in one message naming the key and where it came from.
 """
 
@@ -34,11 +35,26 @@ def _coerce(value: Any, kind: Any, key: str, source: str) -> Any:
         return _coerce(value, options[0], key, source)
     if origin is list:
         (item,) = typing.get_args(kind)
-        if isinstance(value, str):
+        if isinstance(value, str) and dataclasses.is_dataclass(item):
+            # A list of sections from the environment: written as YAML (or JSON) flow style.
+            try:
+                value = yaml.safe_load(value) or []
+            except yaml.YAMLError:
+                raise ConfigError(f"{key} ({source}): expected a YAML list of sections") from None
+        elif isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list):
             raise ConfigError(f"{key} ({source}): expected a list, got {value!r}")
+        if dataclasses.is_dataclass(item):
+            return [_coerce(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
         return [_coerce(v, item, key, source) for v in value]
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+        # A section inside a list (e.g. one upstream of proxy.upstreams).
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key} ({source}): expected a section, got {value!r}")
+        section = kind()
+        _apply(section, value, f"{key}.", source)
+        return section
     if kind is bool:
         if isinstance(value, bool):
             return value

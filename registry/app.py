@@ -9,10 +9,12 @@ from aiohttp import web
 
 from registry.api.middleware import handle
 from registry.api.routes import add_routes
-from registry.api.state import METRICS, SERVICES
+from registry.api.state import METRICS, PROXY, SERVICES
 from registry.config import RegistryConfig
 from registry.events.sink import EventSink
 from registry.metrics import RegistryMetrics
+from registry.proxy.service import ProxyService
+from registry.proxy.upstreams import Router
 from registry.services import Services
 from registry.storage.driver import StorageDriver
 from registry.storage.filesystem import FilesystemDriver
@@ -99,16 +101,27 @@ def create_app(
     services.uploads.on_complete = metrics.upload_duration.observe
     app[SERVICES] = services
     app[METRICS] = metrics
+    # Local repositories only while no upstream is configured.
+    proxy = ProxyService(
+        Router.from_config(config.proxy), services, metrics, Path(config.data_dir) / "_inflight"
+    )
+    app[PROXY] = proxy
     add_routes(app)
     if config.auth.enabled:
         from registry.api.auth import install as install_auth
 
         install_auth(app, config)
+    if config.proxy.enabled:
+        from registry.api.proxy import refuse_cache_writes
+
+        # After authentication: a caller learns the namespace is a cache once it may push.
+        app.middlewares.append(refuse_cache_writes)
 
     async def open_driver(app: web.Application) -> None:
         await driver.open()
 
     async def close_driver(app: web.Application) -> None:
+        await proxy.close()
         await driver.close()
 
     app.on_startup.append(open_driver)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from nimbus.config import load
+from nimbus.config import ConfigError, load
 from nimbus.serviceflags import add_grpc_arguments, add_nats_arguments, grpc_flags, nats_flags
 from registry.config import RegistryConfig
 
@@ -65,7 +65,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     auth.add_argument("--auth-token-cert", help="external issuer: its PEM certificate bundle")
     auth.add_argument("--auth-token-jwks", help="external issuer: its JWKS file or URL")
 
+    proxy = parser.add_argument_group("pull-through cache (off unless an upstream is given)")
+    proxy.add_argument(
+        "--proxy-upstream",
+        action="append",
+        metavar="KEY=VALUE,...",
+        help="an upstream registry to mirror, e.g. name=hub,url=https://registry-1.docker.io,"
+        "prefix=docker.io,tag_ttl=300 (keys of proxy.upstreams; include= and exclude= repeat); "
+        "repeat the flag for several",
+    )
+    proxy.add_argument("--proxy-default", help="upstream of names under no prefix (none)")
+
     add_storage_arguments(parser)
+
+
+_LIST_KEYS = frozenset({"include", "exclude"})
+
+
+def upstream_flag(spec: str) -> dict[str, Any]:
+    """One `--proxy-upstream` value as a section of proxy.upstreams."""
+    section: dict[str, Any] = {}
+    for part in spec.split(","):
+        if not part.strip():
+            continue
+        key, sep, value = part.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"--proxy-upstream: expected KEY=VALUE, got {part!r}")
+        if key in _LIST_KEYS:
+            section.setdefault(key, []).append(value.strip())
+        else:
+            section[key] = value.strip()
+    return section
+
+
+def proxy_flags(args: argparse.Namespace) -> dict[str, Any]:
+    proxy: dict[str, Any] = {}
+    if args.proxy_upstream:
+        proxy["upstreams"] = [upstream_flag(spec) for spec in args.proxy_upstream]
+    if args.proxy_default is not None:
+        proxy["default"] = args.proxy_default
+    return proxy
 
 
 def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
@@ -128,6 +168,7 @@ def flags(args: argparse.Namespace) -> dict[str, Any]:
         "storage": storage_flags(args),
         "auth": auth_flags(args),
         "tls": tls_flags(args),
+        "proxy": proxy_flags(args),
         "trust_forwarded_headers": args.trust_forwarded_headers,
     }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from nimbus.config import ConfigError, split_hostport
 from nimbus.eventloop import LOOPS
@@ -234,6 +235,98 @@ class TLSConfig:
         return ServerTLS(self.cert, self.key, self.client_ca, self.client_auth, self.min_version)
 
 
+_UPSTREAM_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+@dataclass
+class UpstreamConfig:
+    """One registry this one mirrors (pull-through cache): where it is and what it serves."""
+
+    name: str = ""
+    url: str = ""
+    # Repository names under this prefix come from here, without it: with `docker.io`,
+    # `docker.io/library/nginx` is `library/nginx` upstream. Empty: reached only as the
+    # default upstream or by containerd's `?ns=` (which matches a prefix or the URL's host).
+    prefix: str = ""
+    # Basic credentials (also exchanged for tokens by the Docker token flow), or a fixed token.
+    username: str = ""
+    password: str = ""
+    token: str = ""
+    # PEM CA bundle that the upstream's certificate must chain to (default: the system's).
+    ca_bundle: str = ""
+    # Seconds a cached tag is served before it is revalidated upstream with a HEAD.
+    tag_ttl: float = 300.0
+    # Seconds to connect and to wait for each read; past it the upstream counts as down.
+    timeout: float = 30.0
+    # Globs of the upstream-side repository names served (empty: all); `*` is one component,
+    # `**` any. Names not served stay local repositories.
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+
+    def validate(self, key: str) -> None:
+        from registry.reference import NAME_RE
+
+        if not _UPSTREAM_NAME_RE.match(self.name):
+            raise ConfigError(f"{key}.name: required; a-z, 0-9, '-' and '_', at most 63")
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+            raise ConfigError(f"{key}.url: an http(s) URL, got {self.url!r}")
+        if self.prefix and not NAME_RE.match(self.prefix):
+            raise ConfigError(
+                f"{key}.prefix: {self.prefix!r} is not a repository name prefix "
+                "(lowercase components such as docker.io or mirror/hub)"
+            )
+        if self.password and not self.username:
+            raise ConfigError(f"{key}.username: required with a password")
+        if self.token and self.username:
+            raise ConfigError(f"{key}.token: give a token or a username and password, not both")
+        if self.ca_bundle:
+            try:
+                with open(self.ca_bundle, "rb"):
+                    pass
+            except OSError as exc:
+                raise ConfigError(
+                    f"{key}.ca_bundle: cannot read {self.ca_bundle}: {exc.strerror}"
+                ) from None
+        if self.tag_ttl < 0:
+            raise ConfigError(f"{key}.tag_ttl: 0 or more seconds")
+        if not 0 < self.timeout <= 600:
+            raise ConfigError(f"{key}.timeout: seconds, above 0 and at most 600")
+        for glob_key, globs in (("include", self.include), ("exclude", self.exclude)):
+            for glob in globs:
+                if not glob or glob.startswith("/") or " " in glob:
+                    raise ConfigError(f"{key}.{glob_key}: {glob!r} is not a repository glob")
+
+
+@dataclass
+class ProxyConfig:
+    """Pull-through cache of upstream registries; off while no upstream is configured."""
+
+    upstreams: list[UpstreamConfig] = field(default_factory=list)
+    # The upstream of names under no prefix (docker's `--registry-mirror` asks for
+    # `library/nginx` as it would Docker Hub); empty: such names are local repositories.
+    default: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.upstreams)
+
+    def validate(self) -> None:
+        names: set[str] = set()
+        prefixes: set[str] = set()
+        for i, upstream in enumerate(self.upstreams):
+            key = f"proxy.upstreams[{i}]"
+            upstream.validate(key)
+            if upstream.name in names:
+                raise ConfigError(f"{key}.name: {upstream.name!r} is used twice")
+            names.add(upstream.name)
+            if upstream.prefix and upstream.prefix in prefixes:
+                raise ConfigError(f"{key}.prefix: {upstream.prefix!r} is used twice")
+            prefixes.add(upstream.prefix)
+        if self.default and self.default not in names:
+            raise ConfigError(f"proxy.default: {self.default!r} names no upstream")
+
+
 @dataclass
 class RegistryConfig:
     listen: str = "127.0.0.1:5000"
@@ -256,6 +349,7 @@ class RegistryConfig:
     trust_forwarded_headers: bool = False
     storage: StorageConfig = field(default_factory=StorageConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
     # The gRPC admin API (nimbus.v1.Registry, health, reflection); "" turns it off.
     grpc_listen: str = "127.0.0.1:50051"
     # When set, every gRPC call needs `authorization: Bearer <token>` (NIMBUS_ADMIN_TOKEN).
@@ -288,6 +382,7 @@ class RegistryConfig:
             sole_writer = self.workers == 1 and self.storage.driver == "filesystem"
             self.link_cache_ttl = 1.0 if sole_writer else 0.0
         self.auth.validate()
+        self.proxy.validate()
 
     def grpc(self) -> GrpcServerConfig:
         return GrpcServerConfig(

@@ -67,6 +67,50 @@ class RegistryMetrics:
             registry=self.registry,
         )
 
+        # The pull-through cache, by upstream; `kind` is manifest or blob.
+        self.proxy_hits = Counter(
+            "nimbus_proxy_hits_total",
+            "Pulls of proxied repositories served from the cache",
+            ["upstream", "kind"],
+            registry=self.registry,
+        )
+        self.proxy_misses = Counter(
+            "nimbus_proxy_misses_total",
+            "Pulls of proxied repositories that fetched from the upstream",
+            ["upstream", "kind"],
+            registry=self.registry,
+        )
+        self.proxy_revalidations = Counter(
+            "nimbus_proxy_revalidations_total",
+            "Cached tags past their time-to-live checked upstream, by result (unchanged, changed)",
+            ["upstream", "result"],
+            registry=self.registry,
+        )
+        self.proxy_upstream_errors = Counter(
+            "nimbus_proxy_upstream_errors_total",
+            "Failed upstream requests, by reason",
+            ["upstream", "reason"],
+            registry=self.registry,
+        )
+        self.proxy_stale = Counter(
+            "nimbus_proxy_stale_served_total",
+            "Cached tags served past their time-to-live because the upstream failed",
+            ["upstream"],
+            registry=self.registry,
+        )
+        self.proxy_upstream_bytes = Counter(
+            "nimbus_proxy_upstream_bytes_total",
+            "Bytes received from upstreams (blob and manifest bodies)",
+            ["upstream"],
+            registry=self.registry,
+        )
+        self.proxy_singleflight_waits = Counter(
+            "nimbus_proxy_singleflight_waits_total",
+            "Requests that waited for, or read, another request's upstream fetch",
+            ["upstream", "kind"],
+            registry=self.registry,
+        )
+
     def observe_request(
         self, route: str, method: str, status: int, elapsed: float, bytes_in: int, bytes_out: int
     ) -> None:

@@ -6,8 +6,10 @@ from aiohttp import web
 
 from nimbus.oci.mediatypes import OCTET_STREAM
 from registry.api.ranges import parse_range
-from registry.api.request import context, repository_name
-from registry.api.state import services
+from registry.api.request import context, namespace, repository_name
+from registry.api.state import proxy, services
+from registry.proxy.fills import FillFailedError
+from registry.proxy.service import BlobStream
 from registry.reference import Digest
 
 
@@ -25,7 +27,7 @@ def _headers(digest: Digest, size: int) -> dict[str, str]:
 async def head_blob(request: web.Request) -> web.Response:
     name = repository_name(request)
     digest = Digest.parse(request.match_info["digest"])
-    info = await services(request).blobs.stat(name, digest)
+    info = await proxy(request).blob_info(name, digest, namespace(request))
     return web.Response(status=200, headers=_headers(digest, info.size))
 
 
@@ -40,7 +42,9 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     name = repository_name(request)
     digest = Digest.parse(request.match_info["digest"])
     blobs = services(request).blobs
-    info = await blobs.stat(name, digest)
+    info = await proxy(request).blob(name, digest, context(request), namespace(request))
+    if isinstance(info, BlobStream):
+        return await _stream(request, info)
     url = await blobs.redirect_url(digest)
     if url is not None:
         # The store serves the bytes, and any Range, itself.
@@ -68,6 +72,25 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     async for chunk in blobs.read(digest, first, last - first + 1):
         await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+async def _stream(request: web.Request, blob: BlobStream) -> web.StreamResponse:
+    """A blob as it arrives from an upstream (the whole of it: a Range is not honoured)."""
+    headers = _headers(blob.digest, blob.size or 0)
+    if blob.size is None:
+        del headers["Content-Length"]
+    response = web.StreamResponse(status=200, headers=headers)
+    await response.prepare(request)
+    try:
+        async for chunk in blob.chunks:
+            await response.write(chunk)
+    except FillFailedError:
+        # The headers are out: cutting the connection is how the client learns of it.
+        if request.transport is not None:
+            request.transport.abort()
+        return response
     await response.write_eof()
     return response
 

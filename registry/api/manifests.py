@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from registry.api.request import context, read_limited, repository_name
-from registry.api.state import services
+from registry.api.request import context, namespace, read_limited, repository_name
+from registry.api.state import proxy, services
 from registry.services.manifests import MAX_MANIFEST_BYTES, Manifest
 
 
@@ -18,36 +18,44 @@ def _accept(request: web.Request) -> list[str]:
     ]
 
 
-def _headers(manifest: Manifest) -> dict[str, str]:
-    return {
+def _headers(manifest: Manifest, warning: str | None = None) -> dict[str, str]:
+    headers = {
         "Content-Type": manifest.media_type,
         "Docker-Content-Digest": str(manifest.digest),
         "ETag": f'"{manifest.digest}"',
         "Content-Length": str(manifest.size),
     }
+    if warning:
+        headers["Warning"] = warning
+    return headers
 
 
 async def get_manifest(request: web.Request) -> web.Response:
     name = repository_name(request)
-    manifest = await services(request).manifests.get(
-        name, request.match_info["reference"], _accept(request), context(request)
+    served = await proxy(request).manifest(
+        name,
+        request.match_info["reference"],
+        _accept(request),
+        context(request),
+        namespace(request),
     )
-    headers = _headers(manifest)
+    headers = _headers(served.manifest, served.warning)
     del headers["Content-Length"]
-    return web.Response(body=manifest.data, headers=headers)
+    return web.Response(body=served.manifest.data, headers=headers)
 
 
 async def head_manifest(request: web.Request) -> web.Response:
     name = repository_name(request)
     # A HEAD is how clients check before pushing: never counted as a pull.
-    manifest = await services(request).manifests.get(
+    served = await proxy(request).manifest(
         name,
         request.match_info["reference"],
         _accept(request),
         context(request),
+        namespace(request),
         count_pull=False,
     )
-    return web.Response(headers=_headers(manifest))
+    return web.Response(headers=_headers(served.manifest, served.warning))
 
 
 async def put_manifest(request: web.Request) -> web.Response:

@@ -93,3 +93,8 @@ def query_value(request: web.Request, key: str) -> str | None:
         if unquote(raw_key) == key:
             return unquote(raw_value) or None
     return None
+
+
+def namespace(request: web.Request) -> str | None:
+    """containerd's `?ns=HOST`: the registry a mirror request is meant for."""
+    return query_value(request, "ns")

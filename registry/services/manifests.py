@@ -214,8 +214,16 @@ class ManifestService:
     # -- writing ------------------------------------------------------------------------
 
     async def put(
-        self, name: str, reference: str, data: bytes, content_type: str, ctx: RequestContext
+        self,
+        name: str,
+        reference: str,
+        data: bytes,
+        content_type: str,
+        ctx: RequestContext,
+        from_upstream: bool = False,
     ) -> PutResult:
+        """Store a manifest (and its tag). ``from_upstream``: a pull-through cache's copy, whose
+        children and blobs come later, when asked for; no push event."""
         if len(data) > MAX_MANIFEST_BYTES:
             raise OCIError(ErrorCode.PAYLOAD_TOO_LARGE, "manifest exceeds 4 MiB")
         tag = ""
@@ -239,7 +247,10 @@ class ManifestService:
         except InvalidManifestError as error:
             raise OCIError(ErrorCode.MANIFEST_INVALID, str(error)) from None
         media_type = document.media_type
-        subject = await self._verify_references(name, document)
+        if from_upstream:
+            subject = Digest.parse(document.subject.digest) if document.subject else None
+        else:
+            subject = await self._verify_references(name, document)
 
         await self.driver.put_content(paths.blob_data(digest), data)
         await self.driver.put_content(paths.revision_link(name, digest), str(digest).encode())
@@ -252,11 +263,12 @@ class ManifestService:
             self._tags.put((name, tag), str(digest))
         manifest = Manifest(digest, media_type, data)
         self._cache.put(manifest)
-        await self.events.emit(
-            RegistryEvent(
-                Action.PUSH, name, str(digest), media_type, len(data), tag=tag, context=ctx
+        if not from_upstream:
+            await self.events.emit(
+                RegistryEvent(
+                    Action.PUSH, name, str(digest), media_type, len(data), tag=tag, context=ctx
+                )
             )
-        )
         return PutResult(digest, subject)
 
     async def _verify_references(self, name: str, document: ManifestDocument) -> Digest | None:

@@ -176,12 +176,15 @@ class UploadService:
         ctx: RequestContext,
         content_length: int | None = None,
         content_range: tuple[int, int] | None = None,
+        quiet: bool = False,
     ) -> BlobInfo:
         """Finish an upload, with its last chunk if a body comes. A last chunk that does not
-        follow on is refused like a PATCH of it (416), and the session stays open."""
+        follow on is refused like a PATCH of it (416), and the session stays open.
+
+        ``quiet``: no push event and no upload timing (a cache fill from an upstream)."""
         async with self._lock(upload_id):
             return await self._complete(
-                name, upload_id, digest, body, ctx, content_length, content_range
+                name, upload_id, digest, body, ctx, content_length, content_range, quiet
             )
 
     async def _complete(
@@ -193,6 +196,7 @@ class UploadService:
         ctx: RequestContext,
         content_length: int | None,
         content_range: tuple[int, int] | None,
+        quiet: bool = False,
     ) -> BlobInfo:
         started = time.monotonic()
         status = await self.status(name, upload_id)
@@ -218,10 +222,10 @@ class UploadService:
         if await self.driver.stat(blob_path) is None:
             await self.driver.move(data_path, blob_path)
         await self._forget(name, upload_id)
-        if self.on_complete is not None:
+        if self.on_complete is not None and not quiet:
             self.on_complete(time.monotonic() - started)
         info = await self.blobs.stat(name, digest)
-        if self.emit_blob_events:
+        if self.emit_blob_events and not quiet:
             await self.events.emit(
                 RegistryEvent(
                     Action.PUSH,

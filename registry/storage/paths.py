@@ -7,6 +7,8 @@
     repositories/<name>/_referrers/<alg>/<hex>/<alg>-<hex>     referrer descriptor of a subject
     repositories/<name>/_uploads/<uuid>/data, startedat        upload sessions
     _gc/trash/<run>/<alg>-<hex>                                blob set aside by a collection
+    _proxy/content/<alg>/<hex[:2]>/<hex>                       content filled from an upstream
+    _proxy/repositories/<name>/_tags/<tag>                     when a cached tag was fetched
 
 Name components start with [a-z0-9], so the underscore directories never collide with names.
 """
@@ -22,6 +24,7 @@ MANIFESTS = "_manifests"
 UPLOADS = "_uploads"
 REFERRERS = "_referrers"
 GC_TRASH = "_gc/trash"
+PROXY = "_proxy"
 # A directory holding any of these is a repository. Upload sessions alone are not: a
 # refused or cancelled push must not bring a repository into being.
 REPOSITORY_MARKERS = frozenset({LAYERS, MANIFESTS})
@@ -97,3 +100,13 @@ def gc_trash_run(run_id: str) -> str:
 
 def gc_trash_entry(run_id: str, digest: Digest) -> str:
     return f"{GC_TRASH}/{run_id}/{digest.algorithm}-{digest.hex}"
+
+
+def proxy_content(digest: Digest) -> str:
+    """The record of content a pull-through cache filled from an upstream (not pushed)."""
+    return f"{PROXY}/content/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
+
+
+def proxy_tag(name: str, tag: str) -> str:
+    """The record of a cached tag: its digest and when it was fetched from the upstream."""
+    return f"{PROXY}/{REPOSITORIES}/{name}/_tags/{tag}"

@@ -1,0 +1,115 @@
+"""A blob on its way from an upstream: the state every waiting client reads it by.
+
+The fill (run by the cache service) writes the upstream's bytes to storage and, as they come,
+to a spool file on local disk; a client reads the spool up to what has been written, so it never
+waits for the whole blob and only one download runs. Once the blob is committed a client reads
+the rest from storage; when the fill fails every client's stream ends in that error (the
+connection is cut, as a client must never take a partial blob for a whole one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from registry.errors import OCIError
+
+READ_CHUNK = 1 << 20
+
+
+class FillState(enum.Enum):
+    WAITING = "waiting"  # for the upstream's answer, or for another worker's fill
+    STREAMING = "streaming"  # bytes arrive in the spool
+    DONE = "done"  # committed to storage: read it there
+    FAILED = "failed"
+
+
+class FillFailedError(Exception):
+    """The fill a client was reading from failed; the client's response must be cut off."""
+
+    def __init__(self, error: OCIError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class BlobFill:
+    def __init__(self, spool: Path) -> None:
+        self.spool = spool
+        self.state = FillState.WAITING
+        # The upstream's Content-Length (None when it sent none), or the stored size.
+        self.size: int | None = None
+        self.written = 0
+        self.error: OCIError | None = None
+        self._changed = asyncio.Condition()
+
+    async def _set(self, state: FillState) -> None:
+        async with self._changed:
+            self.state = state
+            self._changed.notify_all()
+
+    async def streaming(self, size: int | None) -> None:
+        self.size = size
+        await self._set(FillState.STREAMING)
+
+    async def wrote(self, count: int) -> None:
+        async with self._changed:
+            self.written += count
+            self._changed.notify_all()
+
+    async def done(self, size: int) -> None:
+        self.size = size
+        await self._set(FillState.DONE)
+
+    async def failed(self, error: OCIError) -> None:
+        self.error = error
+        await self._set(FillState.FAILED)
+
+    async def ready(self) -> FillState:
+        """Wait until bytes can be read (STREAMING) or read from storage (DONE); raise the
+        fill's error when it failed before that."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.state is not FillState.WAITING)
+        if self.state is FillState.FAILED:
+            assert self.error is not None
+            raise self.error
+        return self.state
+
+    async def chunks(self, stored: Callable[[int], AsyncIterator[bytes]]) -> AsyncIterator[bytes]:
+        """The blob from the start: the spool while it grows, then ``stored(offset)``."""
+        offset = 0
+        fd: int | None = None
+        try:
+            while True:
+                async with self._changed:
+                    while self.written <= offset and self.state is FillState.STREAMING:
+                        await self._changed.wait()
+                    state, written = self.state, self.written
+                if state is FillState.FAILED:
+                    assert self.error is not None
+                    raise FillFailedError(self.error)
+                if state is FillState.DONE and (fd is None or offset >= written):
+                    if self.size is not None and offset >= self.size:
+                        return
+                    async for chunk in stored(offset):
+                        yield chunk
+                    return
+                if fd is None:
+                    try:
+                        fd = os.open(self.spool, os.O_RDONLY)
+                    except FileNotFoundError:
+                        # The fill just ended and took its spool: the state says what next.
+                        continue
+                while offset < written:
+                    chunk = await asyncio.to_thread(
+                        os.pread, fd, min(READ_CHUNK, written - offset), offset
+                    )
+                    if not chunk:
+                        break
+                    offset += len(chunk)
+                    yield chunk
+        finally:
+            if fd is not None:
+                os.close(fd)
