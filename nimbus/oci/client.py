@@ -314,9 +314,15 @@ class RegistryClient:
         ) as response:
             if response.status == 404:
                 return None
-            data = await response.content.read(MAX_MANIFEST_BYTES + 1)
-            if len(data) > MAX_MANIFEST_BYTES:
+            if (response.content_length or 0) > MAX_MANIFEST_BYTES:
                 raise ValueError(f"manifest {repository}:{reference} exceeds 4 MiB")
+            # `read(n)` hands back what has arrived, up to n: read on to the end.
+            body = bytearray()
+            async for chunk in response.content.iter_any():
+                body += chunk
+                if len(body) > MAX_MANIFEST_BYTES:
+                    raise ValueError(f"manifest {repository}:{reference} exceeds 4 MiB")
+            data = bytes(body)
             header_digest = response.headers.get(CONTENT_DIGEST_HEADER, "")
             content_type = mt.essence(response.headers.get("Content-Type", ""))
         expected = reference if ":" in reference else header_digest

@@ -2,8 +2,9 @@
 
 The fill (run by the cache service) writes the upstream's bytes to storage and, as they come,
 to a spool file on local disk; a client reads the spool up to what has been written, so it never
-waits for the whole blob and only one download runs. Once the blob is committed a client reads
-the rest from storage; when the fill fails every client's stream ends in that error (the
+waits for the whole blob and only one download runs. The last byte waits for the digest check,
+so a response completes only once the blob is verified and committed; a client that started
+after the commit reads storage; when the fill fails every client's stream ends in that error (the
 connection is cut, as a client must never take a partial blob for a whole one).
 """
 
@@ -77,6 +78,13 @@ class BlobFill:
             raise self.error
         return self.state
 
+    def _readable(self) -> int:
+        """How far clients may read: all that was written, but while the digest is unchecked
+        not the last byte, so a client's response completes only with a verified blob."""
+        if self.state is FillState.STREAMING and self.size is not None:
+            return min(self.written, self.size - 1)
+        return self.written
+
     async def chunks(self, stored: Callable[[int], AsyncIterator[bytes]]) -> AsyncIterator[bytes]:
         """The blob from the start: the spool while it grows, then ``stored(offset)``."""
         offset = 0
@@ -84,9 +92,9 @@ class BlobFill:
         try:
             while True:
                 async with self._changed:
-                    while self.written <= offset and self.state is FillState.STREAMING:
+                    while self._readable() <= offset and self.state is FillState.STREAMING:
                         await self._changed.wait()
-                    state, written = self.state, self.written
+                    state, written = self.state, self._readable()
                 if state is FillState.FAILED:
                     assert self.error is not None
                     raise FillFailedError(self.error)

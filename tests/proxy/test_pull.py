@@ -9,8 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.images import OCI_INDEX, OCI_MANIFEST, make_image, make_multiplatform
-from tests.fixtures.images import LayoutFactory
+from tests.fixtures.images import (
+    OCI_INDEX,
+    OCI_MANIFEST,
+    LayoutFactory,
+    make_image,
+    make_multiplatform,
+)
 from tests.proxy.conftest import (
     PREFIX,
     CacheFactory,
@@ -74,9 +79,7 @@ def test_unprefixed_names_go_to_the_default_upstream(
 ) -> None:
     image = make_image((4096,), seed=131)
     push(oci_layout_factory({"1": image}), "1", upstream.registry.host, "library/app:1")
-    cache = cache_factory(
-        [upstream_section(upstream, include=["library/**"])], default="dist"
-    )
+    cache = cache_factory([upstream_section(upstream, include=["library/**"])], default="dist")
     answer = http(f"{cache.url}/v2/library/app/manifests/1", accept=OCI_MANIFEST)
     assert answer.status == 200
     assert answer.body == image.manifest.data

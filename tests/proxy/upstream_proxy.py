@@ -62,6 +62,8 @@ class UpstreamProxy:
         return self
 
     def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
         asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
