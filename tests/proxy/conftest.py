@@ -119,13 +119,16 @@ def cache_factory(registry_factory: RegistryFactory, tmp_path: Path) -> CacheFac
     count = 0
 
     def make(
-        upstreams: list[dict[str, Any]], default: str = "", extra_args: list[str] | None = None
+        upstreams: list[dict[str, Any]],
+        default: str = "",
+        extra_args: list[str] | None = None,
+        storage: str = "filesystem",
     ) -> RegistryProcess:
         nonlocal count
         count += 1
         config = tmp_path / f"cache-{count}.yaml"
         config.write_text(yaml.safe_dump({"proxy": {"upstreams": upstreams, "default": default}}))
-        return registry_factory(["--config", str(config), *(extra_args or [])])
+        return registry_factory(["--config", str(config), *(extra_args or [])], storage=storage)
 
     return make
 

@@ -187,3 +187,20 @@ def test_push_to_a_proxied_prefix_is_denied_and_nothing_is_stored(
     # Beside the cache, a local repository takes pushes as ever.
     push(layout, "1", cache.host, "local/app:1")
     assert http(f"{cache.url}/v2/local/app/manifests/1", accept=OCI_MANIFEST).status == 200
+
+
+def test_pull_through_onto_s3_storage(
+    upstream: Upstream,
+    cache_factory: CacheFactory,
+    oci_layout_factory: LayoutFactory,
+    tmp_path: Path,
+) -> None:
+    image = make_image((2_000_000, 30_000), seed=137)
+    push(oci_layout_factory({"1": image}), "1", upstream.registry.host, "team/app:1")
+    cache = cache_factory([upstream_section(upstream)], storage="s3")
+    for attempt in ("cold", "warm"):
+        pull(cache.host, f"{PREFIX}/team/app:1", tmp_path / attempt)
+        pulled = layout_blobs(tmp_path / attempt)
+        for blob in (image.manifest, *image.blobs):
+            assert pulled[blob.digest] == blob.data
+    assert upstream.proxy.count("GET", "/blobs/") == len(image.blobs)
