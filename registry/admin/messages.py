@@ -19,7 +19,11 @@ def _timestamp_ns(ns: int) -> Timestamp:
 
 def repository(item: RepositorySummary) -> pb.Repository:
     return pb.Repository(
-        name=item.name, tag_count=item.tag_count, manifest_count=item.manifest_count
+        name=item.name,
+        tag_count=item.tag_count,
+        manifest_count=item.manifest_count,
+        size=item.size,
+        last_pushed=_timestamp_ns(item.last_pushed_ns) if item.last_pushed_ns else None,
     )
 
 

@@ -7,6 +7,7 @@ import grpc
 from nimbus.grpcserver import start_grpc_server
 from proto.nimbus.v1 import registry_pb2_grpc as pb_grpc
 from registry.admin.servicer import SERVICE_NAME, RegistryAdmin
+from registry.auth.access import AccessPolicy
 from registry.config import RegistryConfig
 from registry.services import Services
 from registry.services.gc import GarbageCollector
@@ -23,7 +24,11 @@ def registry_admin(config: RegistryConfig, services: Services) -> RegistryAdmin:
         grace_seconds=config.gc_grace,
         upload_max_age_seconds=config.gc_upload_max_age,
     )
-    return RegistryAdmin(services.manifests, inventory, gc)
+    policy = None
+    if config.auth.enabled:
+        # Validated with the configuration; the same rules the OCI API applies.
+        policy = AccessPolicy.from_config(config.auth.access, config.auth.groups)
+    return RegistryAdmin(services.manifests, inventory, gc, policy)
 
 
 async def start_admin_server(config: RegistryConfig, services: Services) -> grpc.aio.Server:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -12,11 +12,12 @@ from nimbus.grpcerrors import Context, error_mapper, stream_error_mapper
 from proto.nimbus.v1 import registry_pb2 as pb
 from proto.nimbus.v1 import registry_pb2_grpc as pb_grpc
 from registry.admin import messages
+from registry.auth.access import AccessPolicy
 from registry.context import RequestContext
 from registry.errors import ErrorCode, OCIError
 from registry.reference import Digest, validate_name, validate_tag
 from registry.services.gc import CollectionAborted, CollectionRunning, GarbageCollector
-from registry.services.inventory import InventoryService
+from registry.services.inventory import InventoryService, RepositoryQuery
 from registry.services.manifests import ManifestService
 
 SERVICE_NAME = "nimbus.v1.Registry"
@@ -89,25 +90,48 @@ def _seconds(message: Any, field: str) -> float | None:
 
 class RegistryAdmin(pb_grpc.RegistryServicer):  # type: ignore[misc]
     def __init__(
-        self, manifests: ManifestService, inventory: InventoryService, gc: GarbageCollector
+        self,
+        manifests: ManifestService,
+        inventory: InventoryService,
+        gc: GarbageCollector,
+        policy: AccessPolicy | None = None,
     ) -> None:
         self.manifests = manifests
         self.inventory = inventory
         self.gc = gc
+        # The OCI API's access rules; None when it runs without authentication.
+        self.policy = policy
+
+    def _visible(self, request: Any) -> Callable[[str], bool] | None:
+        """What `pullable_by` lets through: None for everything."""
+        if self.policy is None or not request.HasField("pullable_by"):
+            return None
+        policy, user = self.policy, request.pullable_by or None
+        return lambda name: policy.permits(user, name, ("pull",))
+
+    def _require_pullable(self, request: Any) -> None:
+        visible = self._visible(request)
+        if visible is not None and not visible(request.repository):
+            # As for a repository that does not exist: no hint that it does.
+            raise OCIError(ErrorCode.NAME_UNKNOWN, detail={"name": request.repository})
 
     @_mapped
     async def ListRepositories(
         self, request: pb.ListRepositoriesRequest, context: Context
     ) -> pb.ListRepositoriesResponse:
-        items, next_token = await self.inventory.summaries(
-            _page_size(request.page_size), request.page_token
+        query = RepositoryQuery(request.query, request.order_by, self._visible(request))
+        items, next_token, total = await self.inventory.summaries(
+            _page_size(request.page_size), request.page_token, query
         )
         return pb.ListRepositoriesResponse(
-            repositories=[messages.repository(i) for i in items], next_page_token=next_token
+            repositories=[messages.repository(i) for i in items],
+            next_page_token=next_token,
+            total=total,
         )
 
     @_mapped
     async def ListTags(self, request: pb.ListTagsRequest, context: Context) -> pb.ListTagsResponse:
+        self._require_pullable(request)
         items, next_token = await self.inventory.tags(
             request.repository, _page_size(request.page_size), request.page_token
         )
@@ -121,6 +145,7 @@ class RegistryAdmin(pb_grpc.RegistryServicer):  # type: ignore[misc]
     async def GetManifest(
         self, request: pb.GetManifestRequest, context: Context
     ) -> pb.ManifestInfo:
+        self._require_pullable(request)
         return messages.manifest(
             await self.inventory.manifest(request.repository, request.reference)
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -13,7 +13,7 @@ from nimbus.oci.documents import Descriptor, Platform
 from registry.errors import ErrorCode, OCIError
 from registry.reference import Digest, validate_name
 from registry.services.manifests import ManifestService
-from registry.services.repositories import Page, RepositoryService, paginate
+from registry.services.repositories import Page, RepositoryService
 from registry.storage import paths, walk
 from registry.storage.driver import PathNotFoundError, StorageDriver
 
@@ -29,6 +29,46 @@ class RepositorySummary:
     name: str
     tag_count: int
     manifest_count: int
+    # Bytes of its manifests, configs and layers, each distinct digest once.
+    size: int = 0
+    # Newest tag link (or, untagged, manifest link) modification; 0 when it has neither.
+    last_pushed_ns: int = 0
+
+
+# Orders of `summaries`; a leading "-" reverses.
+ORDERS = ("name", "tags", "size", "last_pushed")
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryQuery:
+    """Which repositories a listing shows, in what order."""
+
+    # Case-insensitive substring of the name; empty: all.
+    text: str = ""
+    order_by: str = "name"
+    # None: every repository; else only names it accepts (the access rules of a user).
+    visible: Callable[[str], bool] | None = None
+
+    @property
+    def key(self) -> str:
+        return self.order_by.removeprefix("-") or "name"
+
+    @property
+    def descending(self) -> bool:
+        return self.order_by.startswith("-")
+
+    def validate(self) -> None:
+        if self.key not in ORDERS:
+            raise OCIError(
+                ErrorCode.PAGINATION_NUMBER_INVALID,
+                f"order_by: one of {', '.join(ORDERS)} (a leading '-' reverses), got "
+                f"{self.order_by!r}",
+            )
+
+    def matches(self, name: str) -> bool:
+        if self.text and self.text.lower() not in name.lower():
+            return False
+        return self.visible is None or self.visible(name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +123,22 @@ async def _bounded(coroutines: list[Awaitable[T]], limit: int = LOOKUP_CONCURREN
     return list(await asyncio.gather(*(run(c) for c in coroutines)))
 
 
+def _offset(token: str) -> int:
+    if not token:
+        return 0
+    if token[:1] == "o" and token[1:].isdigit():
+        return int(token[1:])
+    raise OCIError(ErrorCode.PAGINATION_NUMBER_INVALID, "page_token: not one this order gave")
+
+
+def _sort_value(summary: RepositorySummary, key: str) -> int:
+    if key == "tags":
+        return summary.tag_count
+    if key == "size":
+        return summary.size
+    return summary.last_pushed_ns
+
+
 class InventoryService:
     def __init__(
         self,
@@ -99,17 +155,72 @@ class InventoryService:
         if not await self.repositories.exists(name):
             raise OCIError(ErrorCode.NAME_UNKNOWN, detail={"name": name})
 
-    async def summaries(self, page_size: int, after: str) -> tuple[list[RepositorySummary], str]:
-        """A page of repositories after `after`, and the token of the next page ('' at the end)."""
-        page = paginate(await self.repositories.all_repositories(), page_size, after, None)
-        items = await _bounded([self._summary(name) for name in page.items])
-        return items, page.next_last or ""
+    async def summaries(
+        self, page_size: int, token: str, query: RepositoryQuery | None = None
+    ) -> tuple[list[RepositorySummary], str, int]:
+        """A page of the repositories `query` selects, the next page's token ('' at the end)
+        and how many it selects in all.
+
+        By name, the token is the last name shown and only the page is summarised; any other
+        order summarises every selected repository and the token is an offset.
+        """
+        query = query or RepositoryQuery()
+        query.validate()
+        names = [n for n in await self.repositories.all_repositories() if query.matches(n)]
+        total = len(names)
+        if query.key == "name":
+            if query.descending:
+                names.reverse()
+                if token:
+                    names = [n for n in names if n < token]
+            elif token:
+                names = [n for n in names if n > token]
+            page = names[:page_size]
+            more = len(names) > page_size
+            items = await _bounded([self._summary(name) for name in page])
+            return items, (page[-1] if more and page else ""), total
+        offset = _offset(token)
+        every = await _bounded([self._summary(name) for name in names])
+        every.sort(key=lambda s: (_sort_value(s, query.key), s.name), reverse=query.descending)
+        page_items = every[offset : offset + page_size]
+        more = offset + page_size < len(every)
+        return page_items, (f"o{offset + page_size}" if more else ""), total
 
     async def _summary(self, name: str) -> RepositorySummary:
         tags, revisions = await asyncio.gather(
             walk.tags(self.driver, name), walk.revisions(self.driver, name)
         )
+        links = [paths.tag_link(name, t) for t in tags] or [
+            paths.revision_link(name, d) for d in revisions
+        ]
+        infos, sizes = await asyncio.gather(
+            asyncio.gather(*(self.driver.stat(link) for link in links)),
+            asyncio.gather(*(self._manifest_blobs(d) for d in revisions)),
+        )
+        distinct: dict[str, int] = {}
+        for blob_sizes in sizes:
+            distinct.update(blob_sizes)
+        pushed = max((i.modified_ns for i in infos if i is not None), default=0)
+        return RepositorySummary(name, len(tags), len(revisions), sum(distinct.values()), pushed)
+
+    async def _counts(self, name: str) -> RepositorySummary:
+        tags, revisions = await asyncio.gather(
+            walk.tags(self.driver, name), walk.revisions(self.driver, name)
+        )
         return RepositorySummary(name, len(tags), len(revisions))
+
+    async def _manifest_blobs(self, digest: Digest) -> dict[str, int]:
+        """A stored manifest's own digest, config and layers, with their sizes."""
+        try:
+            manifest = await self.manifests.load(digest)
+            doc = await manifest.document()
+        except (OCIError, ValueError):
+            return {}
+        found = {str(digest): manifest.size}
+        for item in [doc.config, *doc.layers]:
+            if item is not None:
+                found[item.digest] = item.size
+        return found
 
     async def tags(self, name: str, page_size: int, after: str) -> tuple[list[TagInfo], str]:
         await self._require(name)
@@ -195,7 +306,7 @@ class InventoryService:
 
     async def stats(self) -> StoreStats:
         names = await self.repositories.all_repositories()
-        summaries = await _bounded([self._summary(name) for name in names])
+        summaries = await _bounded([self._counts(name) for name in names])
         uploads = await _bounded([walk.uploads(self.driver, n) for n in names])
         blob_sizes = await _bounded(
             [self.driver.stat(paths.blob_data(d)) async for d in walk.blobs(self.driver)]

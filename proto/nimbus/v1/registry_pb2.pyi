@@ -12,40 +12,54 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ListRepositoriesRequest(_message.Message):
-    __slots__ = ("page_size", "page_token")
+    __slots__ = ("page_size", "page_token", "query", "order_by", "pullable_by")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    ORDER_BY_FIELD_NUMBER: _ClassVar[int]
+    PULLABLE_BY_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    query: str
+    order_by: str
+    pullable_by: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., query: _Optional[str] = ..., order_by: _Optional[str] = ..., pullable_by: _Optional[str] = ...) -> None: ...
 
 class Repository(_message.Message):
-    __slots__ = ("name", "tag_count", "manifest_count")
+    __slots__ = ("name", "tag_count", "manifest_count", "size", "last_pushed")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TAG_COUNT_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    LAST_PUSHED_FIELD_NUMBER: _ClassVar[int]
     name: str
     tag_count: int
     manifest_count: int
-    def __init__(self, name: _Optional[str] = ..., tag_count: _Optional[int] = ..., manifest_count: _Optional[int] = ...) -> None: ...
+    size: int
+    last_pushed: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., tag_count: _Optional[int] = ..., manifest_count: _Optional[int] = ..., size: _Optional[int] = ..., last_pushed: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListRepositoriesResponse(_message.Message):
-    __slots__ = ("repositories", "next_page_token")
+    __slots__ = ("repositories", "next_page_token", "total")
     REPOSITORIES_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
     repositories: _containers.RepeatedCompositeFieldContainer[Repository]
     next_page_token: str
-    def __init__(self, repositories: _Optional[_Iterable[_Union[Repository, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    total: int
+    def __init__(self, repositories: _Optional[_Iterable[_Union[Repository, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total: _Optional[int] = ...) -> None: ...
 
 class ListTagsRequest(_message.Message):
-    __slots__ = ("repository", "page_size", "page_token")
+    __slots__ = ("repository", "page_size", "page_token", "pullable_by")
     REPOSITORY_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PULLABLE_BY_FIELD_NUMBER: _ClassVar[int]
     repository: str
     page_size: int
     page_token: str
-    def __init__(self, repository: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    pullable_by: str
+    def __init__(self, repository: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., pullable_by: _Optional[str] = ...) -> None: ...
 
 class Tag(_message.Message):
     __slots__ = ("name", "digest", "media_type", "size", "updated")
@@ -72,12 +86,14 @@ class ListTagsResponse(_message.Message):
     def __init__(self, repository: _Optional[str] = ..., tags: _Optional[_Iterable[_Union[Tag, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetManifestRequest(_message.Message):
-    __slots__ = ("repository", "reference")
+    __slots__ = ("repository", "reference", "pullable_by")
     REPOSITORY_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    PULLABLE_BY_FIELD_NUMBER: _ClassVar[int]
     repository: str
     reference: str
-    def __init__(self, repository: _Optional[str] = ..., reference: _Optional[str] = ...) -> None: ...
+    pullable_by: str
+    def __init__(self, repository: _Optional[str] = ..., reference: _Optional[str] = ..., pullable_by: _Optional[str] = ...) -> None: ...
 
 class Platform(_message.Message):
     __slots__ = ("os", "architecture", "variant", "os_version")

@@ -75,7 +75,8 @@ class RegistryServicer:
     """Missing associated documentation comment in .proto file."""
 
     def ListRepositories(self, request, context):
-        """Repositories in lexical order, with their tag and manifest counts.
+        """Repositories with their tag and manifest counts, size and last push: in lexical order, or
+        in the order asked for; optionally only those matching a search or a user may pull.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
