@@ -14,9 +14,6 @@ import tempfile
 import weakref
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
 
 def client_pair_problems(cert_pem: str, key_pem: str, cert_field: str, key_field: str) -> list[str]:
     """What is wrong with a client certificate (PEM, leaf first, with its chain) and its key
@@ -24,6 +21,11 @@ def client_pair_problems(cert_pem: str, key_pem: str, cert_field: str, key_field
     unset or they are a matching pair."""
     if not cert_pem and not key_pem:
         return []
+    # Imported when a pair is checked: every OCI client imports this module, and cryptography
+    # adds about 10 MiB to a registry that never sees a client certificate.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     if not cert_pem:
         return [f"{cert_field}: required with {key_field}"]
     if not key_pem:
@@ -53,6 +55,8 @@ def certificate_subject(cert_pem: str) -> str:
     """The subject of a PEM chain's first certificate (RFC 4514); "" when there is none."""
     if not cert_pem:
         return ""
+    from cryptography import x509
+
     try:
         return x509.load_pem_x509_certificates(cert_pem.encode())[0].subject.rfc4514_string()
     except (ValueError, IndexError):
