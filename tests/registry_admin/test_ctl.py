@@ -35,7 +35,12 @@ async def test_tables_and_json(admin_registry: RegistryProcess, client: OCIClien
     lines = repos.stdout.splitlines()
     assert lines[0].split() == ["REPOSITORY", "TAGS", "MANIFESTS"]
     assert [repo, "2", "1"] in [line.split() for line in lines[1:]]
-    assert {"name": repo, "tag_count": 2, "manifest_count": 1} in json.loads(repos_json.stdout)
+    listed = {r["name"]: r for r in json.loads(repos_json.stdout)}
+    assert {k: listed[repo][k] for k in ("tag_count", "manifest_count")} == {
+        "tag_count": 2,
+        "manifest_count": 1,
+    }
+    assert listed[repo]["size"] > 0 and listed[repo]["last_pushed"]
 
     lines = tags.stdout.splitlines()
     assert lines[0].split()[:3] == ["TAG", "DIGEST", "SIZE"]
