@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.auth.clients import basic, http, push_image_http, skopeo_login, skopeo_pull, skopeo_push
-from tests.auth.conftest import USERS
+from tests.auth.conftest import USERS, RawClient, client_of, push_image
+from tests.auth.skopeo import skopeo_login, skopeo_pull, skopeo_push
+from tests.auth.tokens import basic
 from tests.fixtures.images import Image, OCILayout, make_blob, make_image
 from tests.fixtures.registry import RegistryProcess
 
@@ -30,22 +31,21 @@ def forbidden(stderr: str) -> bool:
     return "denied" in stderr.lower() or "403 (forbidden)" in stderr.lower()
 
 
-def test_missing_or_wrong_credentials_get_the_basic_challenge(
-    basic_registry: RegistryProcess,
+async def test_missing_or_wrong_credentials_get_the_basic_challenge(
+    basic_registry: RegistryProcess, raw: RawClient
 ) -> None:
-    url = f"{basic_registry.url}/v2/"
     for authorization in (None, basic("alice", "wrong"), basic("nobody", "x"), "Basic !!!"):
-        reply = http("GET", url, authorization=authorization)
+        reply = await raw(basic_registry, authorization).request("GET", "/v2/")
         assert reply.status == 401, authorization
-        assert reply.error_code == "UNAUTHORIZED"
+        assert reply.error_codes == ["UNAUTHORIZED"]
         assert reply.challenge() == {"scheme": "basic", "realm": "nimbus", "charset": "UTF-8"}
     # A bearer token means nothing to a Basic registry.
-    reply = http("GET", url, authorization="Bearer abc.def.ghi")
+    reply = await raw(basic_registry, "Bearer abc.def.ghi").request("GET", "/v2/")
     assert reply.status == 401
     assert reply.challenge()["scheme"] == "basic"
-    assert http("GET", url, authorization=auth("alice")).status == 200
+    assert (await raw(basic_registry, auth("alice")).request("GET", "/v2/")).status == 200
     # A user without any rule still logs in (`docker login` works), then may do nothing.
-    assert http("GET", url, authorization=auth("carol")).status == 200
+    assert (await raw(basic_registry, auth("carol")).request("GET", "/v2/")).status == 200
 
 
 def test_skopeo_login(basic_registry: RegistryProcess, tmp_path: Path) -> None:
@@ -63,7 +63,7 @@ def test_skopeo_login(basic_registry: RegistryProcess, tmp_path: Path) -> None:
     assert not other.exists() or basic_registry.host not in other.read_text()
 
 
-def test_push_and_pull_allowed_and_denied_per_rule(
+async def test_push_and_pull_allowed_and_denied_per_rule(
     basic_registry: RegistryProcess, layout: OCILayout, tmp_path: Path
 ) -> None:
     authfiles = {}
@@ -100,9 +100,11 @@ def test_push_and_pull_allowed_and_denied_per_rule(
         layout.ref("v1"), basic_registry, "team/creds:v1", "--dest-creds", creds("bob")
     )
     assert result.returncode == 0, result.stderr
-    got = http("GET", f"{basic_registry.url}/v2/team/creds/manifests/v1", authorization=auth("bob"))
-    assert got.status == 200
-    assert got.headers["Docker-Content-Digest"] == image.digest
+    async with client_of(basic_registry, "bob") as bob:
+        got = await bob.get_manifest("team/creds", "v1")  # checked against its digest header
+    assert got is not None
+    assert got.digest == image.digest
+    assert got.data == image.manifest.data
     denied = skopeo_pull(
         basic_registry, "alice/app:v1", f"oci:{tmp_path / 'c'}:v1", "--src-creds", creds("carol")
     )
@@ -110,8 +112,8 @@ def test_push_and_pull_allowed_and_denied_per_rule(
     assert forbidden(denied.stderr)
 
 
-def test_anonymous_pull_only_where_allowed(
-    basic_registry: RegistryProcess, layout: OCILayout, tmp_path: Path
+async def test_anonymous_pull_only_where_allowed(
+    basic_registry: RegistryProcess, layout: OCILayout, tmp_path: Path, raw: RawClient
 ) -> None:
     pushed = skopeo_push(
         layout.ref("v1"), basic_registry, "public/base:v1", "--dest-creds", creds("alice")
@@ -131,102 +133,101 @@ def test_anonymous_pull_only_where_allowed(
 
     image = layout.tags["v1"]
     assert isinstance(image, Image)
-    url = basic_registry.url
-    assert http("GET", f"{url}/v2/public/base/manifests/v1").status == 200
-    assert http("HEAD", f"{url}/v2/public/base/blobs/{image.layers[0].digest}").status == 200
+    anonymous = raw(basic_registry)
+    assert (await anonymous.manifest("public/base", "v1")).status == 200
+    layer = await anonymous.request("HEAD", f"/v2/public/base/blobs/{image.layers[0].digest}")
+    assert layer.status == 200
     for method, path in (
         ("GET", "/v2/alice/app/manifests/v1"),
         ("POST", "/v2/public/base/blobs/uploads/"),
         ("DELETE", f"/v2/public/base/manifests/{image.digest}"),
     ):
-        reply = http(method, url + path)
+        reply = await anonymous.request(method, path)
         assert reply.status == 401, path
         assert reply.challenge()["scheme"] == "basic"
 
 
-def test_authenticated_but_not_allowed_is_403_denied(basic_registry: RegistryProcess) -> None:
-    url = basic_registry.url
+async def test_authenticated_but_not_allowed_is_403_denied(
+    basic_registry: RegistryProcess, raw: RawClient
+) -> None:
     image = make_image((512,), seed=62)
-    assert push_image_http(basic_registry, "team/del", "v1", image, auth("bob")).status == 201
-    reply = http("GET", f"{url}/v2/team/del/tags/list", authorization=auth("carol"))
+    await push_image(basic_registry, "bob", "team/del", "v1", image)
+    carol, bob, alice = (raw(basic_registry, auth(user)) for user in ("carol", "bob", "alice"))
+    reply = await carol.request("GET", "/v2/team/del/tags/list")
     assert reply.status == 403
-    assert reply.error_code == "DENIED"
+    assert reply.error_codes == ["DENIED"]
     assert reply.json()["errors"][0]["detail"] == [
         {"Type": "repository", "Name": "team/del", "Action": "pull"}
     ]
     assert "WWW-Authenticate" not in reply.headers
     # bob may push in team/* but not delete.
-    manifest = f"{url}/v2/team/del/manifests/{image.digest}"
-    assert http("DELETE", manifest, authorization=auth("bob")).status == 403
-    assert http("GET", manifest, authorization=auth("bob")).status == 200
+    manifest = f"/v2/team/del/manifests/{image.digest}"
+    assert (await bob.request("DELETE", manifest)).status == 403
+    assert (await bob.request("GET", manifest)).status == 200
     # alice may delete in her own repositories.
-    assert push_image_http(basic_registry, "alice/del", "v1", image, auth("alice")).status == 201
-    own = f"{url}/v2/alice/del/manifests/{image.digest}"
-    assert http("DELETE", own, authorization=auth("alice")).status == 202
-    assert http("GET", own, authorization=auth("alice")).status == 404
+    await push_image(basic_registry, "alice", "alice/del", "v1", image)
+    own = f"/v2/alice/del/manifests/{image.digest}"
+    assert (await alice.request("DELETE", own)).status == 202
+    assert (await alice.request("GET", own)).status == 404
 
 
-def test_catalog_lists_only_what_the_caller_may_pull(basic_registry: RegistryProcess) -> None:
+async def test_catalog_lists_only_what_the_caller_may_pull(
+    basic_registry: RegistryProcess, raw: RawClient
+) -> None:
     image = make_image((256,), seed=63)
     for user, repo in (("alice", "alice/cat"), ("alice", "public/cat"), ("bob", "team/cat")):
-        assert push_image_http(basic_registry, repo, "v1", image, auth(user)).status == 201
+        await push_image(basic_registry, user, repo, "v1", image)
 
-    def catalog(authorization: str | None, n: int | None = None) -> list[str]:
+    async def catalog(authorization: str | None, n: int | None = None) -> list[str]:
         names: list[str] = []
         path = "/v2/_catalog" + (f"?n={n}" if n else "")
         while path:
-            reply = http("GET", basic_registry.url + path, authorization=authorization)
+            reply = await raw(basic_registry, authorization).request("GET", path)
             assert reply.status == 200, reply.body
             names += reply.json()["repositories"]
             link = reply.headers.get("Link")
             path = link[1 : link.index(">")] if link else ""
         return names
 
-    alice = catalog(auth("alice"))
+    alice = await catalog(auth("alice"))
     assert {"alice/cat", "public/cat", "team/cat"} <= set(alice)
-    assert catalog(auth("alice"), n=1) == alice  # pages hold only visible names
-    bob = catalog(auth("bob"))
+    assert await catalog(auth("alice"), n=1) == alice  # pages hold only visible names
+    bob = await catalog(auth("bob"))
     assert {"team/cat", "public/cat"} <= set(bob)
     assert not [name for name in bob if name.startswith("alice/")]
-    assert all(name.startswith("public/") for name in catalog(auth("carol")))
-    anonymous = catalog(None)
+    assert all(name.startswith("public/") for name in await catalog(auth("carol")))
+    anonymous = await catalog(None)
     assert "public/cat" in anonymous
     assert all(name.startswith("public/") for name in anonymous)
 
 
-def test_mount_only_from_a_repository_the_caller_may_pull(
-    basic_registry: RegistryProcess,
+async def test_mount_only_from_a_repository_the_caller_may_pull(
+    basic_registry: RegistryProcess, raw: RawClient
 ) -> None:
-    url = basic_registry.url
     blob = make_blob(2048, seed=64)
-    for repo in ("alice/secret", "public/shared"):
-        reply = http(
-            "POST",
-            f"{url}/v2/{repo}/blobs/uploads/?digest={blob.digest}",
-            authorization=auth("alice"),
-            body=blob.data,
-        )
-        assert reply.status == 201
+    async with client_of(basic_registry, "alice") as alice:
+        for repo in ("alice/secret", "public/shared"):
+            assert await alice.push_blob(repo, blob.data) == blob.digest
+    bob = raw(basic_registry, auth("bob"))
 
-    def mount(source: str) -> int:
-        reply = http(
-            "POST",
-            f"{url}/v2/team/mnt/blobs/uploads/?mount={blob.digest}&from={source}",
-            authorization=auth("bob"),
-        )
-        return reply.status
+    async def mount(source: str) -> int:
+        path = f"/v2/team/mnt/blobs/uploads/?mount={blob.digest}&from={source}"
+        return (await bob.request("POST", path)).status
 
     # bob cannot read alice/secret: no mount, an ordinary upload session instead.
-    assert mount("alice/secret") == 202
-    blob_url = f"{url}/v2/team/mnt/blobs/{blob.digest}"
-    assert http("HEAD", blob_url, authorization=auth("bob")).status == 404
-    assert mount("public/shared") == 201
-    assert http("HEAD", blob_url, authorization=auth("bob")).status == 200
+    assert await mount("alice/secret") == 202
+    blob_path = f"/v2/team/mnt/blobs/{blob.digest}"
+    assert (await bob.request("HEAD", blob_path)).status == 404
+    assert await mount("public/shared") == 201
+    assert (await bob.request("HEAD", blob_path)).status == 200
 
 
-def test_no_password_or_authorization_header_in_the_log(basic_registry: RegistryProcess) -> None:
-    http("GET", f"{basic_registry.url}/v2/", authorization=basic("alice", "a-wrong-password"))
-    http("GET", f"{basic_registry.url}/v2/", authorization=auth("bob"))
+async def test_no_password_or_authorization_header_in_the_log(
+    basic_registry: RegistryProcess, raw: RawClient
+) -> None:
+    wrong = await raw(basic_registry, basic("alice", "a-wrong-password")).request("GET", "/v2/")
+    assert wrong.status == 401
+    assert (await raw(basic_registry, auth("bob")).request("GET", "/v2/")).status == 200
     log = basic_registry.log_text()
     assert "login refused" in log  # the log is written, and failures are in it
     for secret in [*USERS.values(), "a-wrong-password"]:

@@ -18,16 +18,9 @@ from nimbus.oci.client import RegistryClient
 from nimbus.oci.errors import RegistryError
 from nimbus.oci.transport import Credentials
 from registry.auth.tokens import libtrust_kid
-from tests.auth.clients import (
-    get_token,
-    http,
-    registry_key,
-    repository_access,
-    sign,
-    skopeo_pull,
-    skopeo_push,
-)
-from tests.auth.conftest import USERS, start_registry
+from tests.auth.conftest import USERS, RawClient, start_registry
+from tests.auth.skopeo import skopeo_pull, skopeo_push
+from tests.auth.tokens import bearer, get_token, registry_key, repository_access, sign
 from tests.fixtures.distribution import (
     DistributionProcess,
     distribution_binary,
@@ -47,35 +40,40 @@ def certificate(issuer: RegistryProcess) -> Path:
     return issuer.data_dir / "auth" / "token.crt"
 
 
-def token_of(issuer: RegistryProcess, user: str, *scopes: str) -> str:
-    reply = get_token(issuer, list(scopes), user, USERS[user])
+async def token_of(raw: RawClient, issuer: RegistryProcess, user: str, *scopes: str) -> str:
+    reply = await get_token(raw(issuer), list(scopes), user, USERS[user])
     assert reply.status == 200
     return str(reply.json()["token"])
 
 
-def test_generated_key_survives_restarts(token_registry: RegistryProcess) -> None:
+async def test_generated_key_survives_restarts(
+    token_registry: RegistryProcess, raw: RawClient
+) -> None:
     key_file = token_registry.data_dir / "auth" / "token.key"
     assert key_file.stat().st_mode & 0o777 == 0o600
     cert = x509.load_pem_x509_certificate(certificate(token_registry).read_bytes())
     assert cert.public_key() == registry_key(token_registry).public_key()
-    token = token_of(token_registry, "alice")
+    token = await token_of(raw, token_registry, "alice")
     header = jwt.get_unverified_header(token)
     assert header["alg"] == "ES256"
     assert header["kid"] == libtrust_kid(cert.public_key())
     before = key_file.read_bytes()
     token_registry.restart()
     assert key_file.read_bytes() == before
-    assert http("GET", f"{token_registry.url}/v2/", authorization=f"Bearer {token}").status == 200
+    assert (await raw(token_registry, bearer(token)).request("GET", "/v2/")).status == 200
 
 
-def test_registry_trusting_an_external_issuer_by_certificate(
-    token_registry: RegistryProcess, layout: OCILayout, tmp_path_factory: pytest.TempPathFactory
+async def test_registry_trusting_an_external_issuer_by_certificate(
+    token_registry: RegistryProcess,
+    layout: OCILayout,
+    tmp_path_factory: pytest.TempPathFactory,
+    raw: RawClient,
 ) -> None:
     realm = f"{token_registry.url}/auth/token"
     cert = str(certificate(token_registry))
     site = start_registry(tmp_path_factory, "--auth-token-cert", cert, "--auth-token-realm", realm)
     try:
-        reply = http("GET", f"{site.url}/v2/team/ext/manifests/v1")
+        reply = await raw(site).manifest("team/ext", "v1")
         assert reply.status == 401
         assert reply.challenge()["realm"] == realm
         assert not (site.data_dir / "auth").exists()  # no key of its own
@@ -87,14 +85,14 @@ def test_registry_trusting_an_external_issuer_by_certificate(
         assert "denied" in refused.stderr.lower() or "403" in refused.stderr
         # A token signed by any other key is refused.
         other = sign(ec.generate_private_key(ec.SECP256R1()), access=repository_access("team/ext"))
-        forged = http("GET", f"{site.url}/v2/team/ext/tags/list", authorization=f"Bearer {other}")
+        forged = await raw(site, bearer(other)).request("GET", "/v2/team/ext/tags/list")
         assert forged.status == 401
     finally:
         site.stop()
 
 
-def test_registry_trusting_an_external_issuer_by_jwks(
-    token_registry: RegistryProcess, tmp_path_factory: pytest.TempPathFactory
+async def test_registry_trusting_an_external_issuer_by_jwks(
+    token_registry: RegistryProcess, tmp_path_factory: pytest.TempPathFactory, raw: RawClient
 ) -> None:
     public = registry_key(token_registry).public_key()
     jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(public))
@@ -105,15 +103,15 @@ def test_registry_trusting_an_external_issuer_by_jwks(
         tmp_path_factory, "--auth-token-jwks", str(jwks), "--auth-token-realm", realm
     )
     try:
-        url = f"{site.url}/v2/team/jwks/tags/list"
-        token = token_of(token_registry, "alice", "repository:team/jwks:pull")
-        assert http("GET", url, authorization=f"Bearer {token}").status == 404  # let in
-        wrong = token_of(token_registry, "alice", "repository:team/other:pull")
-        reply = http("GET", url, authorization=f"Bearer {wrong}")
+        path = "/v2/team/jwks/tags/list"
+        token = await token_of(raw, token_registry, "alice", "repository:team/jwks:pull")
+        assert (await raw(site, bearer(token)).request("GET", path)).status == 404  # let in
+        wrong = await token_of(raw, token_registry, "alice", "repository:team/other:pull")
+        reply = await raw(site, bearer(wrong)).request("GET", path)
         assert reply.status == 401
         assert reply.challenge()["error"] == "insufficient_scope"
         other = sign(ec.generate_private_key(ec.SECP256R1()), access=repository_access("team/jwks"))
-        assert http("GET", url, authorization=f"Bearer {other}").status == 401
+        assert (await raw(site, bearer(other)).request("GET", path)).status == 401
     finally:
         site.stop()
 

@@ -14,108 +14,113 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.auth.clients import (
-    Reply,
+from nimbus.oci.mediatypes import OCTET_STREAM
+from tests.auth.conftest import USERS, RawClient
+from tests.auth.skopeo import skopeo_login, skopeo_pull, skopeo_push
+from tests.auth.tokens import (
     basic,
+    bearer,
     claims_of,
     get_token,
-    http,
     post_form,
-    push_image_http,
     registry_key,
     repository_access,
     sign,
-    skopeo_login,
-    skopeo_pull,
-    skopeo_push,
 )
-from tests.auth.conftest import USERS
 from tests.fixtures.images import OCILayout, make_image
 from tests.fixtures.registry import RegistryProcess
+from tests.registry.oci_client import OCIClient, Reply
 
 pytestmark = pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo not installed")
 
 
-def bearer(token: str) -> str:
-    return f"Bearer {token}"
-
-
-def token_for(registry: RegistryProcess, user: str | None, *scopes: str) -> str:
-    reply = get_token(registry, list(scopes), user, USERS.get(user or "", ""))
+async def token_for(client: OCIClient, user: str | None, *scopes: str) -> str:
+    reply = await get_token(client, list(scopes), user, USERS.get(user or "", ""))
     assert reply.status == 200, reply.body
     return str(reply.json()["token"])
 
 
-def test_challenge_names_the_token_endpoint_service_and_scope(
-    token_registry: RegistryProcess,
+async def test_challenge_names_the_token_endpoint_service_and_scope(
+    token_registry: RegistryProcess, raw: RawClient
 ) -> None:
-    url = token_registry.url
-    realm = f"{url}/auth/token"
-    reply = http("GET", f"{url}/v2/")
+    anonymous = raw(token_registry)
+    realm = f"{token_registry.url}/auth/token"
+    reply = await anonymous.request("GET", "/v2/")
     assert reply.status == 401
     assert reply.challenge() == {"scheme": "bearer", "realm": realm, "service": "nimbus-registry"}
-    reply = http("GET", f"{url}/v2/team/app/manifests/v1")
+    reply = await anonymous.request("GET", "/v2/team/app/manifests/v1")
     assert reply.status == 401
-    assert reply.error_code == "UNAUTHORIZED"
+    assert reply.error_codes == ["UNAUTHORIZED"]
     assert reply.challenge() == {
         "scheme": "bearer",
         "realm": realm,
         "service": "nimbus-registry",
         "scope": "repository:team/app:pull",
     }
-    assert http("POST", f"{url}/v2/team/app/blobs/uploads/").challenge()["scope"] == (
-        "repository:team/app:pull,push"
-    )
-    assert http("DELETE", f"{url}/v2/team/app/manifests/v1").challenge()["scope"] == (
-        "repository:team/app:delete"
-    )
+    upload = await anonymous.request("POST", "/v2/team/app/blobs/uploads/")
+    assert upload.challenge()["scope"] == "repository:team/app:pull,push"
+    delete = await anonymous.request("DELETE", "/v2/team/app/manifests/v1")
+    assert delete.challenge()["scope"] == "repository:team/app:delete"
     # The catalog is open to anonymous callers here (anonymous rules exist), filtered.
-    catalog = http("GET", f"{url}/v2/_catalog")
+    catalog = await anonymous.request("GET", "/v2/_catalog")
     assert catalog.status == 200
     assert all(name.startswith("public/") for name in catalog.json()["repositories"])
 
 
-def follow_challenge(reply: Reply, user: str) -> str:
+async def follow_challenge(client: OCIClient, reply: Reply, user: str) -> str:
     """What a client does with a 401: ask the realm for the challenge's scope, with Basic."""
     challenge = reply.challenge()
     assert challenge["scheme"] == "bearer"
     query = f"?service={challenge['service']}&scope={challenge['scope']}"
-    got = http("GET", challenge["realm"] + query, authorization=basic(user, USERS[user]))
+    login = client.authorized(basic(user, USERS[user]))
+    got = await login.request("GET", challenge["realm"] + query)
     assert got.status == 200, got.body
     assert got.headers["Cache-Control"] == "no-store"
     return str(got.json()["token"])
 
 
-def test_push_and_pull_through_the_token_flow_over_http(token_registry: RegistryProcess) -> None:
-    url = token_registry.url
+async def test_push_and_pull_through_the_token_flow_over_http(
+    token_registry: RegistryProcess, raw: RawClient
+) -> None:
+    anonymous = raw(token_registry)
     image = make_image((1024, 2048), seed=71)
-    first = push_image_http(token_registry, "team/flow", "v1", image, None)
+    config = image.config
+    first = await anonymous.request(
+        "POST",
+        f"/v2/team/flow/blobs/uploads/?digest={config.digest}",
+        data=config.data,
+        headers={"Content-Type": OCTET_STREAM},
+    )
     assert first.status == 401
-    token = follow_challenge(first, "bob")
+    token = await follow_challenge(anonymous, first, "bob")
     claims = claims_of(token)
     assert claims["sub"] == "bob"
     assert claims["aud"] == "nimbus-registry"
     assert claims["iss"] == "nimbus"
     assert claims["exp"] - claims["iat"] == 300
     assert claims["access"] == repository_access("team/flow", "pull", "push")
-    assert push_image_http(token_registry, "team/flow", "v1", image, bearer(token)).status == 201
+    # Every upload answers 201 and the manifest PUT 201 with its digest.
+    await anonymous.authorized(bearer(token)).push_image("team/flow", image, "v1")
 
-    pull = http("GET", f"{url}/v2/team/flow/manifests/v1")
+    pull = await anonymous.manifest("team/flow", "v1")
     assert pull.status == 401
-    token = follow_challenge(pull, "alice")
+    token = await follow_challenge(anonymous, pull, "alice")
     assert claims_of(token)["access"] == repository_access("team/flow", "pull")
-    got = http("GET", f"{url}/v2/team/flow/manifests/v1", authorization=bearer(token))
+    alice = anonymous.authorized(bearer(token))
+    got = await alice.manifest("team/flow", "v1")
     assert got.status == 200
     assert got.body == image.manifest.data
-    layer = http(
-        "GET", f"{url}/v2/team/flow/blobs/{image.layers[0].digest}", authorization=bearer(token)
-    )
+    layer = await alice.blob("team/flow", image.layers[0].digest)
+    assert layer.status == 200
     assert layer.body == image.layers[0].data
 
 
-def test_token_carries_only_the_actions_the_rules_allow(token_registry: RegistryProcess) -> None:
-    reply = get_token(
-        token_registry,
+async def test_token_carries_only_the_actions_the_rules_allow(
+    token_registry: RegistryProcess, raw: RawClient
+) -> None:
+    client = raw(token_registry)
+    reply = await get_token(
+        client,
         [
             "repository:team/app:pull,push,delete",
             "repository:alice/app:*",
@@ -137,15 +142,15 @@ def test_token_carries_only_the_actions_the_rules_allow(token_registry: Registry
         *repository_access("carol/app"),
         {"type": "registry", "name": "catalog", "actions": ["*"]},
     ]
-    anonymous = get_token(token_registry, ["repository:public/x:pull,push", "registry:catalog:*"])
+    anonymous = await get_token(client, ["repository:public/x:pull,push", "registry:catalog:*"])
     assert anonymous.status == 200
     claims = claims_of(anonymous.json()["token"])
     assert claims["sub"] == ""
     assert claims["access"] == repository_access("public/x", "pull")
-    wrong = get_token(token_registry, ["repository:team/app:pull"], "alice", "wrong")
+    wrong = await get_token(client, ["repository:team/app:pull"], "alice", "wrong")
     assert wrong.status == 401
     assert wrong.challenge()["scheme"] == "basic"
-    other = get_token(token_registry, ["repository:team/app:pull"], service="elsewhere")
+    other = await get_token(client, ["repository:team/app:pull"], service="elsewhere")
     assert other.status == 403
 
 
@@ -189,11 +194,13 @@ def test_skopeo_follows_the_token_flow(
     assert refused_pull.returncode != 0
 
 
-def test_containerd_oauth2_post_form_and_refresh(token_registry: RegistryProcess) -> None:
-    realm = f"{token_registry.url}/auth/token"
+async def test_containerd_oauth2_post_form_and_refresh(
+    token_registry: RegistryProcess, raw: RawClient
+) -> None:
+    client = raw(token_registry)
     image = make_image((512,), seed=72)
-    reply = post_form(
-        realm,
+    reply = await post_form(
+        client,
         {
             "grant_type": "password",
             "username": "bob",
@@ -212,12 +219,11 @@ def test_containerd_oauth2_post_form_and_refresh(token_registry: RegistryProcess
         *repository_access("team/oauth", "pull", "push"),
         *repository_access("alice/app"),
     ]
-    access = bearer(body["access_token"])
-    assert push_image_http(token_registry, "team/oauth", "v1", image, access).status == 201
+    await client.authorized(bearer(body["access_token"])).push_image("team/oauth", image, "v1")
 
     refresh = body["refresh_token"]
-    renewed = post_form(
-        realm,
+    renewed = await post_form(
+        client,
         {
             "grant_type": "refresh_token",
             "refresh_token": refresh,
@@ -230,11 +236,10 @@ def test_containerd_oauth2_post_form_and_refresh(token_registry: RegistryProcess
     assert renewed.json()["refresh_token"] == refresh
     token = renewed.json()["access_token"]
     assert claims_of(token)["sub"] == "bob"
-    url = f"{token_registry.url}/v2/team/oauth/manifests/v1"
-    assert http("GET", url, authorization=bearer(token)).status == 200
+    assert (await client.authorized(bearer(token)).manifest("team/oauth", "v1")).status == 200
 
     # A refresh token only buys access tokens; it is no access token itself.
-    used = http("GET", url, authorization=bearer(refresh))
+    used = await client.authorized(bearer(refresh)).manifest("team/oauth", "v1")
     assert used.status == 401
     assert used.challenge()["error"] == "invalid_token"
     for fields, error in (
@@ -242,39 +247,40 @@ def test_containerd_oauth2_post_form_and_refresh(token_registry: RegistryProcess
         ({"grant_type": "refresh_token", "refresh_token": "abc.def.ghi"}, "invalid_grant"),
         ({"grant_type": "client_credentials"}, "unsupported_grant_type"),
     ):
-        bad = post_form(realm, {**fields, "service": "nimbus-registry"})
+        bad = await post_form(client, {**fields, "service": "nimbus-registry"})
         assert bad.status == 400
         assert bad.json()["error"] == error
         assert "access_token" not in bad.json()
 
 
-def test_authenticated_but_not_allowed_is_403_denied(token_registry: RegistryProcess) -> None:
-    url = f"{token_registry.url}/v2/team/app/tags/list"
-    carol = token_for(token_registry, "carol", "repository:team/app:pull")
-    assert claims_of(carol)["access"] == repository_access("team/app")
-    reply = http("GET", url, authorization=bearer(carol))
-    assert reply.status == 403
-    assert reply.error_code == "DENIED"
-    # alice may pull team/*, not push there, whatever token she holds.
-    alice = token_for(token_registry, "alice", "repository:team/app:pull,push")
-    push = http(
-        "POST", f"{token_registry.url}/v2/team/app/blobs/uploads/", authorization=bearer(alice)
-    )
-    assert push.status == 403
-    assert push.error_code == "DENIED"
-
-
-def test_token_for_less_than_the_rules_allow_gets_insufficient_scope(
-    token_registry: RegistryProcess,
+async def test_authenticated_but_not_allowed_is_403_denied(
+    token_registry: RegistryProcess, raw: RawClient
 ) -> None:
-    url = token_registry.url
-    token = token_for(token_registry, "alice", "repository:alice/a:pull")
-    assert http("GET", f"{url}/v2/alice/a/tags/list", authorization=bearer(token)).status == 404
+    client = raw(token_registry)
+    carol = await token_for(client, "carol", "repository:team/app:pull")
+    assert claims_of(carol)["access"] == repository_access("team/app")
+    reply = await client.authorized(bearer(carol)).request("GET", "/v2/team/app/tags/list")
+    assert reply.status == 403
+    assert reply.error_codes == ["DENIED"]
+    # alice may pull team/*, not push there, whatever token she holds.
+    alice = await token_for(client, "alice", "repository:team/app:pull,push")
+    push = await client.authorized(bearer(alice)).request("POST", "/v2/team/app/blobs/uploads/")
+    assert push.status == 403
+    assert push.error_codes == ["DENIED"]
+
+
+async def test_token_for_less_than_the_rules_allow_gets_insufficient_scope(
+    token_registry: RegistryProcess, raw: RawClient
+) -> None:
+    client = raw(token_registry)
+    token = await token_for(client, "alice", "repository:alice/a:pull")
+    alice = client.authorized(bearer(token))
+    assert (await alice.request("GET", "/v2/alice/a/tags/list")).status == 404
     for method, path, scope in (
         ("POST", "/v2/alice/a/blobs/uploads/", "repository:alice/a:pull,push"),
         ("GET", "/v2/alice/b/tags/list", "repository:alice/b:pull"),
     ):
-        reply = http(method, url + path, authorization=bearer(token))
+        reply = await alice.request(method, path)
         assert reply.status == 401, path
         challenge = reply.challenge()
         assert challenge["error"] == "insufficient_scope"
@@ -322,26 +328,33 @@ def hmac_token(secret: bytes, access: list[dict[str, object]]) -> str:
     return f"{header}.{payload}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
 
 
-def test_forged_expired_and_foreign_tokens_are_refused(token_registry: RegistryProcess) -> None:
-    url = f"{token_registry.url}/v2/alice/forged/tags/list"
+async def test_forged_expired_and_foreign_tokens_are_refused(
+    token_registry: RegistryProcess, raw: RawClient
+) -> None:
+    path = "/v2/alice/forged/tags/list"
     # The control: the same claims, properly signed, get through (to a 404: no such repository).
     good = sign(registry_key(token_registry), access=repository_access("alice/forged", "pull"))
-    assert http("GET", url, authorization=bearer(good)).status == 404
+    assert (await raw(token_registry, bearer(good)).request("GET", path)).status == 404
     for name, token in forged_tokens(token_registry).items():
-        reply = http("GET", url, authorization=bearer(token))
+        reply = await raw(token_registry, bearer(token)).request("GET", path)
         assert reply.status == 401, name
-        assert reply.error_code == "UNAUTHORIZED", name
+        assert reply.error_codes == ["UNAUTHORIZED"], name
         challenge = reply.challenge()
         assert challenge["error"] == "invalid_token", name
         assert token not in reply.body.decode(), name
     assert jwt.get_unverified_header(good)["alg"] == "ES256"
 
 
-def test_no_password_or_token_in_the_log(token_registry: RegistryProcess) -> None:
-    issued = get_token(token_registry, ["repository:alice/log:pull"], "alice", USERS["alice"])
-    token = issued.json()["token"]
-    http("GET", f"{token_registry.url}/v2/alice/log/tags/list", authorization=bearer(token))
-    get_token(token_registry, ["repository:alice/log:pull"], "alice", "a-wrong-password")
+async def test_no_password_or_token_in_the_log(
+    token_registry: RegistryProcess, raw: RawClient
+) -> None:
+    client = raw(token_registry)
+    token = await token_for(client, "alice", "repository:alice/log:pull")
+    listed = await client.authorized(bearer(token)).request("GET", "/v2/alice/log/tags/list")
+    assert listed.status == 404  # let in: alice/log holds nothing
+    scopes = ["repository:alice/log:pull"]
+    refused = await get_token(client, scopes, "alice", "a-wrong-password")
+    assert refused.status == 401
     log = token_registry.log_text()
     assert "login refused" in log
     for secret in [*USERS.values(), "a-wrong-password", token, token.split(".")[2]]:

@@ -18,6 +18,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from nimbus.oci.mediatypes import OCTET_STREAM
+from nimbus.oci.transport import parse_www_authenticate
 from tests.fixtures.images import Blob, Image, ImageIndex, sha256
 
 
@@ -44,11 +45,28 @@ class Reply:
         for error in self.json()["errors"]:
             assert isinstance(error["message"], str)
 
+    def challenge(self) -> dict[str, str]:
+        """The params of the one `WWW-Authenticate` challenge, with its scheme under "scheme"."""
+        header = self.headers.get("WWW-Authenticate")
+        assert header, f"no challenge on a {self.status}"
+        (parsed,) = parse_www_authenticate(header)
+        return {"scheme": parsed.scheme, **parsed.params}
+
 
 class OCIClient:
-    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+    """``authorization``, when given, is sent as is on every request: a hand-made Basic value or
+    bearer token, right or wrong. A request's own Authorization header wins over it."""
+
+    def __init__(
+        self, session: aiohttp.ClientSession, base_url: str, authorization: str | None = None
+    ) -> None:
         self.session = session
         self.base_url = base_url.rstrip("/")
+        self.authorization = authorization
+
+    def authorized(self, authorization: str | None) -> OCIClient:
+        """The same registry and session, sending this Authorization (None: none at all)."""
+        return OCIClient(self.session, self.base_url, authorization)
 
     def url(self, path: str) -> URL:
         """An absolute URL for a path (or a Location header), taken as is, never normalised."""
@@ -57,6 +75,8 @@ class OCIClient:
         return URL(self.base_url + path, encoded=True)
 
     async def request(self, method: str, path: str, **kwargs: Any) -> Reply:
+        if self.authorization is not None:
+            kwargs["headers"] = {"Authorization": self.authorization, **kwargs.get("headers", {})}
         async with self.session.request(method, self.url(path), **kwargs) as resp:
             body = await resp.read()
             return Reply(resp.status, resp.headers, body)
