@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nimbus.tls.authority import local_authority
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="tls_command", required=True)
@@ -22,6 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    # Here, not at the top: every `nimbus` command builds this parser, and cryptography would
+    # add about 10 MiB to each service's process.
+    from nimbus.tls.authority import local_authority
+
     directory = Path(args.data_dir) / "tls"
     ca_cert, ca_key = directory / "ca.crt", directory / "ca.key"
     authority, created = local_authority(ca_cert, ca_key)

@@ -6,11 +6,12 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from typing import TYPE_CHECKING
 
 from nimbus.config import ConfigError
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 
 class CertificateError(ConfigError):
@@ -38,6 +39,10 @@ def _read(path: str, what: str) -> bytes:
 
 
 def _certificates(path: str, what: str) -> list[x509.Certificate]:
+    # cryptography is loaded only when a file is checked: a registry without TLS imports the
+    # settings of this package but should not carry cryptography's 10 MiB.
+    from cryptography import x509
+
     data = _read(path, what)
     try:
         certs = x509.load_pem_x509_certificates(data)
@@ -52,6 +57,8 @@ def check_pair(
     cert_path: str, key_path: str, now: datetime.datetime | None = None
 ) -> CertificateInfo:
     """The chain's first certificate is valid now and the key is its key."""
+    from cryptography.hazmat.primitives import serialization
+
     leaf = _certificates(cert_path, "TLS certificate")[0]
     now = now or datetime.datetime.now(datetime.UTC)
     if leaf.not_valid_after_utc < now:
