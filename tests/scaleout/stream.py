@@ -46,7 +46,8 @@ def image_manifests(config: Blob, layer: Blob, count: int) -> list[Blob]:
 async def put_manifest(
     client: OCIClient, name: str, tag: str, manifest: Blob, request_id: str
 ) -> Reply:
-    """A manifest push whose event carries ``request_id``, to match the two up."""
+    """A manifest push whose event carries ``request_id``, to match the two up; the reply
+    whole, for tests that check its status and the headers echoed (else `RegistryClient`)."""
     return await client.request(
         "PUT",
         f"/v2/{name}/manifests/{tag}",

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiohttp
 import grpc
 import nats
 import pytest
@@ -20,6 +19,7 @@ import pytest
 from nimbus import streams
 from nimbus.cli import build_parser
 from nimbus.config import ConfigError, load
+from nimbus.oci.client import RegistryClient
 from notifier.config import NotifierConfig
 from proto.nimbus.v1 import replication_pb2_grpc, webhooks_pb2, webhooks_pb2_grpc
 from registry.config import RegistryConfig
@@ -29,9 +29,8 @@ from tests.fixtures.nats import NatsCluster
 from tests.fixtures.notifier import NotifierFactory
 from tests.fixtures.registry import RegistryFactory, RegistryProcess
 from tests.notifier.receiver import Receiver
-from tests.registry.oci_client import OCIClient
 from tests.replicator.conftest import ReplicatorProcess, peer
-from tests.scaleout.stream import image_manifests, put_manifest, site_events
+from tests.scaleout.stream import image_manifests, site_events
 
 T = TypeVar("T")
 
@@ -39,11 +38,21 @@ PUSHES = 24
 KILL_AFTER = 8
 
 
+OCI = Callable[[RegistryProcess], RegistryClient]
+
+
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        yield session
+async def oci() -> AsyncIterator[OCI]:
+    """`oci(registry)`: the shared OCI client at that registry, closed after the test."""
+    clients: list[RegistryClient] = []
+
+    def at(registry: RegistryProcess) -> RegistryClient:
+        clients.append(RegistryClient(registry.url))
+        return clients[-1]
+
+    yield at
+    for client in clients:
+        await client.close()
 
 
 @pytest.fixture
@@ -102,15 +111,28 @@ async def retry_unavailable(call: Callable[[], Awaitable[T]], within: float = 30
             await asyncio.sleep(0.5)
 
 
+async def push_blobs(client: RegistryClient, name: str, blobs: list[Blob]) -> None:
+    for blob in blobs:
+        assert await client.push_blob(name, blob.data) == blob.digest
+
+
+async def put_manifest(
+    client: RegistryClient, name: str, tag: str, manifest: Blob, request_id: str
+) -> None:
+    """A manifest push whose event carries ``request_id``; it raises unless acknowledged."""
+    tagged = client.with_headers({"X-Request-Id": request_id})
+    pushed = await tagged.put_manifest(name, tag, manifest.data, manifest.media_type)
+    assert pushed.digest == manifest.digest
+
+
 async def push_series(
-    client: OCIClient, name: str, manifests: list[Blob], on_push: Callable[[int], None]
+    client: RegistryClient, name: str, manifests: list[Blob], on_push: Callable[[int], None]
 ) -> list[str]:
     """Pushes each manifest under its own tag, one after another; the request ids acknowledged."""
     acknowledged = []
     for i, manifest in enumerate(manifests):
         request_id = f"push-{i}-{uuid.uuid4().hex[:8]}"
-        reply = await put_manifest(client, name, f"v{i}", manifest, request_id)
-        assert reply.status == 201, reply.body
+        await put_manifest(client, name, f"v{i}", manifest, request_id)
         acknowledged.append(request_id)
         on_push(i)
     return acknowledged
@@ -119,13 +141,13 @@ async def push_series(
 async def test_events_survive_the_loss_of_the_node_the_registry_is_on(
     nats_cluster: NatsCluster,
     registry_factory: RegistryFactory,
-    http: aiohttp.ClientSession,
+    oci: OCI,
     site: str,
 ) -> None:
     registry = start_registry(registry_factory, nats_cluster, site)
-    client = OCIClient(http, registry.url)
+    client = oci(registry)
     config, layer = Blob("application/vnd.oci.image.config.v1+json", b"{}"), make_blob(2048, seed=1)
-    await client.push_blobs("cluster/app", [config, layer])
+    await push_blobs(client, "cluster/app", [config, layer])
     node = await node_in_use(nats_cluster, f"nimbus-registry-{site}")
     assert await stream_replicas(nats_cluster, streams.EVENTS_STREAM) == (3, 3)
 
@@ -158,13 +180,13 @@ async def test_the_notifier_keeps_delivering_across_a_failover(
     nats_cluster: NatsCluster,
     registry_factory: RegistryFactory,
     notifier_factory: NotifierFactory,
-    http: aiohttp.ClientSession,
+    oci: OCI,
     site: str,
 ) -> None:
     registry = start_registry(registry_factory, nats_cluster, site)
-    client = OCIClient(http, registry.url)
+    client = oci(registry)
     config, layer = Blob("application/vnd.oci.image.config.v1+json", b"{}"), make_blob(2048, seed=2)
-    await client.push_blobs("cluster/hooked", [config, layer])
+    await push_blobs(client, "cluster/hooked", [config, layer])
     await node_in_use(nats_cluster, f"nimbus-registry-{site}")
     instance = f"notifier-{site}"
     notifier = notifier_factory(
@@ -258,15 +280,15 @@ def test_every_service_takes_several_urls_and_a_replica_count(
 async def test_the_replicator_keeps_copying_across_a_failover(
     nats_cluster: NatsCluster,
     registry_factory: RegistryFactory,
-    http: aiohttp.ClientSession,
+    oci: OCI,
     site: str,
     tmp_path: Path,
 ) -> None:
     source = start_registry(registry_factory, nats_cluster, site)
     peer_registry = registry_factory()
-    client, at_peer = OCIClient(http, source.url), OCIClient(http, peer_registry.url)
+    client, at_peer = oci(source), oci(peer_registry)
     config, layer = Blob("application/vnd.oci.image.config.v1+json", b"{}"), make_blob(2048, seed=3)
-    await client.push_blobs("cluster/copied", [config, layer])
+    await push_blobs(client, "cluster/copied", [config, layer])
     await node_in_use(nats_cluster, f"nimbus-registry-{site}")
     replicator = ReplicatorProcess(
         tmp_path,
@@ -279,7 +301,7 @@ async def test_the_replicator_keeps_copying_across_a_failover(
     async def copied(tags: list[str]) -> None:
         deadline = time.monotonic() + 60
         for tag in tags:
-            while (await at_peer.manifest("cluster/copied", tag)).status != 200:
+            while await at_peer.get_manifest("cluster/copied", tag) is None:
                 assert time.monotonic() < deadline, f"{tag} never reached the peer"
                 await asyncio.sleep(0.2)
 
@@ -298,8 +320,7 @@ async def test_the_replicator_keeps_copying_across_a_failover(
         node = await node_in_use(nats_cluster, f"nimbus-replicator-{site}")
         nats_cluster.nodes[node].kill()
         for i, manifest in enumerate(manifests[3:], start=3):
-            reply = await put_manifest(client, "cluster/copied", f"v{i}", manifest, f"late-{i}")
-            assert reply.status == 201, reply.body
+            await put_manifest(client, "cluster/copied", f"v{i}", manifest, f"late-{i}")
         await copied(["v3", "v4", "v5"])
         assert await node_in_use(nats_cluster, f"nimbus-replicator-{site}") != node
     finally:
