@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import shutil
 import subprocess
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from tests.fixtures.images import (
     write_oci_layout,
 )
 from tests.fixtures.registry import RegistryProcess
+from tests.registry.oci_client import OCIClient
 
 pytestmark = pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo not installed")
 
@@ -50,15 +50,6 @@ def push(source: str, registry: RegistryProcess, ref: str, *extra: str) -> None:
 
 def pull(registry: RegistryProcess, ref: str, dest: str, *extra: str) -> None:
     skopeo("copy", "--src-tls-verify=false", *extra, f"docker://{registry.host}/{ref}", dest)
-
-
-def http_get(url: str, accept: str = "") -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as resp:
-            return resp.status, dict(resp.headers), resp.read()
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
 
 
 def layout_digests(path: Path) -> dict[str, bytes]:
@@ -88,18 +79,16 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> OCILayout:
     )
 
 
-def test_copy_round_trip_keeps_every_blob(
-    module_registry: RegistryProcess, layout: OCILayout, tmp_path: Path
+async def test_copy_round_trip_keeps_every_blob(
+    module_registry: RegistryProcess, client: OCIClient, layout: OCILayout, tmp_path: Path
 ) -> None:
     image = the_image(layout)
     push(layout.ref("v1"), module_registry, "skopeo/app:v1")
 
-    status, headers, body = http_get(
-        f"{module_registry.url}/v2/skopeo/app/manifests/v1", OCI_MANIFEST
-    )
-    assert status == 200
-    assert body == image.manifest.data  # no conversion: the manifest arrives byte for byte
-    assert headers["Docker-Content-Digest"] == image.digest
+    got = await client.manifest("skopeo/app", "v1", accept=[OCI_MANIFEST])
+    assert got.status == 200
+    assert got.body == image.manifest.data  # no conversion: the manifest arrives byte for byte
+    assert got.headers["Docker-Content-Digest"] == image.digest
 
     out = tmp_path / "pulled"
     pull(module_registry, "skopeo/app:v1", f"oci:{out}:v1")
@@ -110,20 +99,18 @@ def test_copy_round_trip_keeps_every_blob(
         assert pulled[digest] == data, digest
 
 
-def test_copy_all_of_a_two_platform_index(
-    module_registry: RegistryProcess, layout: OCILayout, tmp_path: Path
+async def test_copy_all_of_a_two_platform_index(
+    module_registry: RegistryProcess, client: OCIClient, layout: OCILayout, tmp_path: Path
 ) -> None:
     index = layout.tags["multi"]
     assert isinstance(index, ImageIndex)
     push(layout.ref("multi"), module_registry, "skopeo/multi:latest", "--all")
 
-    status, headers, body = http_get(
-        f"{module_registry.url}/v2/skopeo/multi/manifests/latest", OCI_INDEX
-    )
-    assert status == 200
-    assert body == index.manifest.data
-    assert headers["Content-Type"] == OCI_INDEX
-    assert headers["Docker-Content-Digest"] == index.digest
+    got = await client.manifest("skopeo/multi", "latest", accept=[OCI_INDEX])
+    assert got.status == 200
+    assert got.body == index.manifest.data
+    assert got.headers["Content-Type"] == OCI_INDEX
+    assert got.headers["Docker-Content-Digest"] == index.digest
 
     out = tmp_path / "pulled"
     pull(module_registry, "skopeo/multi:latest", f"oci:{out}:latest", "--all")
@@ -151,19 +138,18 @@ def test_copy_all_of_a_two_platform_index(
         assert inspected["Layers"] == [layer.digest for layer in image.layers]
 
 
-def test_copy_with_format_v2s2(
-    module_registry: RegistryProcess, layout: OCILayout, tmp_path: Path
+async def test_copy_with_format_v2s2(
+    module_registry: RegistryProcess, client: OCIClient, layout: OCILayout, tmp_path: Path
 ) -> None:
     image = the_image(layout)
     push(layout.ref("v1"), module_registry, "skopeo/docker:v1", "--format", "v2s2")
-    status, headers, body = http_get(
-        f"{module_registry.url}/v2/skopeo/docker/manifests/v1", DOCKER_MANIFEST
-    )
-    assert status == 200
-    assert headers["Content-Type"] == DOCKER_MANIFEST
-    manifest = json.loads(body)
+    got = await client.manifest("skopeo/docker", "v1", accept=[DOCKER_MANIFEST])
+    assert got.status == 200
+    assert got.headers["Content-Type"] == DOCKER_MANIFEST
+    manifest = got.json()
     assert manifest["mediaType"] == DOCKER_MANIFEST
-    assert headers["Docker-Content-Digest"] == "sha256:" + hashlib.sha256(body).hexdigest()
+    digest = "sha256:" + hashlib.sha256(got.body).hexdigest()
+    assert got.headers["Docker-Content-Digest"] == digest
     assert manifest["config"]["digest"] == image.config.digest
     layer_digests = [layer.digest for layer in image.layers]
     assert [layer["digest"] for layer in manifest["layers"]] == layer_digests
@@ -199,17 +185,20 @@ def test_list_tags(module_registry: RegistryProcess, layout: OCILayout) -> None:
     assert listed["Tags"] == ["latest", "v1", "v2"]
 
 
-def test_delete(module_registry: RegistryProcess, layout: OCILayout) -> None:
+async def test_delete(
+    module_registry: RegistryProcess, client: OCIClient, layout: OCILayout
+) -> None:
     image = the_image(layout)
     push(layout.ref("v1"), module_registry, "skopeo/delete:v1")
     push(layout.ref("v1"), module_registry, "skopeo/delete:also")
     skopeo("delete", "--tls-verify=false", f"docker://{module_registry.host}/skopeo/delete:v1")
     # skopeo deletes the manifest by digest: every tag pointing to it goes with it.
     for reference in ("v1", "also", image.digest):
-        status, _, body = http_get(f"{module_registry.url}/v2/skopeo/delete/manifests/{reference}")
-        assert status == 404
-        assert json.loads(body)["errors"][0]["code"] == "MANIFEST_UNKNOWN"
-    result = subprocess.run(
+        gone = await client.manifest("skopeo/delete", reference)
+        assert gone.status == 404
+        assert gone.error_codes == ["MANIFEST_UNKNOWN"]
+    result = await asyncio.to_thread(
+        subprocess.run,
         [
             "skopeo",
             "inspect",
@@ -224,4 +213,4 @@ def test_delete(module_registry: RegistryProcess, layout: OCILayout) -> None:
     assert result.returncode != 0
     # The blobs stay (collection is a separate step), so a re-push is cheap and works.
     push(layout.ref("v1"), module_registry, "skopeo/delete:v1")
-    assert http_get(f"{module_registry.url}/v2/skopeo/delete/manifests/v1", OCI_MANIFEST)[0] == 200
+    assert (await client.manifest("skopeo/delete", "v1", accept=[OCI_MANIFEST])).status == 200
