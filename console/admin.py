@@ -1,0 +1,207 @@
+"""The operator's services: webhooks and their deliveries, replication, garbage collection,
+health. Each method is one or a few gRPC calls; nothing is kept between requests."""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf import field_mask_pb2
+
+from console.clients import NOTIFIER, REGISTRY, REPLICATOR, GrpcClients, Health
+from proto.nimbus.v1 import registry_pb2 as rpb
+from proto.nimbus.v1 import replication_pb2 as plb
+from proto.nimbus.v1 import webhooks_pb2 as wpb
+
+ACTIONS = ("push", "pull", "delete", "mount")
+BODY_FORMATS = {
+    "distribution-v1": wpb.BODY_FORMAT_DISTRIBUTION_V1,
+    "distribution-v2": wpb.BODY_FORMAT_DISTRIBUTION_V2,
+    "cloudevents": wpb.BODY_FORMAT_CLOUDEVENTS,
+}
+STATUSES = {
+    "retrying": wpb.DELIVERY_STATUS_RETRYING,
+    "succeeded": wpb.DELIVERY_STATUS_SUCCEEDED,
+    "dead": wpb.DELIVERY_STATUS_DEAD,
+}
+
+
+def new_secret() -> str:
+    """A Standard Webhooks secret: `whsec_` and 24 random bytes in base64."""
+    return "whsec_" + base64.b64encode(os.urandom(24)).decode()
+
+
+def _globs(text: str) -> list[str]:
+    return [part.strip() for part in text.replace("\n", ",").split(",") if part.strip()]
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookForm:
+    url: str
+    description: str
+    actions: list[str]
+    repositories: str
+    tags: str
+    body_format: str
+    enabled: bool
+
+    @classmethod
+    def read(cls, form: Any) -> WebhookForm:
+        return cls(
+            url=str(form.get("url", "")).strip(),
+            description=str(form.get("description", "")).strip(),
+            actions=[a for a in form.getall("actions", []) if a in ACTIONS],
+            repositories=str(form.get("repositories", "")),
+            tags=str(form.get("tags", "")),
+            body_format=str(form.get("body_format", "distribution-v1")),
+            enabled=form.get("enabled") == "on",
+        )
+
+    def message(self) -> Any:
+        return wpb.Webhook(
+            url=self.url,
+            description=self.description,
+            filter=wpb.EventFilter(
+                actions=self.actions,
+                repositories=_globs(self.repositories),
+                tags=_globs(self.tags),
+            ),
+            body_format=BODY_FORMATS.get(self.body_format, wpb.BODY_FORMAT_DISTRIBUTION_V1),
+            enabled=self.enabled,
+        )
+
+
+def body_format_name(value: int) -> str:
+    for name, number in BODY_FORMATS.items():
+        if number == value:
+            return name
+    return "distribution-v1"
+
+
+def status_name(value: int) -> str:
+    for name, number in STATUSES.items():
+        if number == value:
+            return name
+    return "unknown"
+
+
+class Operations:
+    def __init__(self, grpc_clients: GrpcClients) -> None:
+        self.grpc = grpc_clients
+
+    # -- webhooks ---------------------------------------------------------------------------
+
+    async def webhooks(self) -> list[Any]:
+        reply = await self.grpc.unary(NOTIFIER, "ListWebhooks", wpb.ListWebhooksRequest())
+        return sorted(reply.webhooks, key=lambda w: (w.url, w.id))
+
+    async def webhook(self, webhook_id: str) -> Any:
+        return await self.grpc.unary(NOTIFIER, "GetWebhook", wpb.GetWebhookRequest(id=webhook_id))
+
+    async def create_webhook(self, form: WebhookForm) -> tuple[Any, str]:
+        """The new webhook and its secret (shown once, by the page that created it)."""
+        secret = new_secret()
+        webhook = form.message()
+        webhook.secrets.append(secret)
+        created = await self.grpc.unary(
+            NOTIFIER, "CreateWebhook", wpb.CreateWebhookRequest(webhook=webhook)
+        )
+        return created, secret
+
+    async def update_webhook(self, webhook_id: str, form: WebhookForm) -> Any:
+        webhook = form.message()
+        webhook.id = webhook_id
+        mask = field_mask_pb2.FieldMask(
+            paths=["url", "description", "filter", "body_format", "enabled"]
+        )
+        return await self.grpc.unary(
+            NOTIFIER, "UpdateWebhook", wpb.UpdateWebhookRequest(webhook=webhook, update_mask=mask)
+        )
+
+    async def rotate_secret(self, webhook_id: str) -> str:
+        """Adds a new secret beside the current ones (both sign until the old is dropped)."""
+        current = await self.webhook(webhook_id)
+        secret = new_secret()
+        webhook = wpb.Webhook(id=webhook_id, secrets=[*current.secrets[-1:], secret])
+        mask = field_mask_pb2.FieldMask(paths=["secrets"])
+        await self.grpc.unary(
+            NOTIFIER, "UpdateWebhook", wpb.UpdateWebhookRequest(webhook=webhook, update_mask=mask)
+        )
+        return secret
+
+    async def delete_webhook(self, webhook_id: str) -> None:
+        await self.grpc.unary(NOTIFIER, "DeleteWebhook", wpb.DeleteWebhookRequest(id=webhook_id))
+
+    async def test_webhook(self, webhook_id: str) -> Any:
+        return await self.grpc.unary(NOTIFIER, "TestWebhook", wpb.TestWebhookRequest(id=webhook_id))
+
+    async def deliveries(self, webhook_id: str, status: str, token: str) -> tuple[list[Any], str]:
+        request = wpb.ListDeliveriesRequest(
+            webhook_id=webhook_id,
+            statuses=[STATUSES[status]] if status in STATUSES else [],
+            page_size=50,
+            page_token=token,
+        )
+        reply = await self.grpc.unary(NOTIFIER, "ListDeliveries", request)
+        return list(reply.deliveries), reply.next_page_token
+
+    async def delivery(self, delivery_id: str) -> Any:
+        return await self.grpc.unary(
+            NOTIFIER, "GetDelivery", wpb.GetDeliveryRequest(id=delivery_id)
+        )
+
+    async def redeliver(self, delivery_id: str) -> Any:
+        return await self.grpc.unary(NOTIFIER, "Redeliver", wpb.RedeliverRequest(id=delivery_id))
+
+    def watch(self, actions: list[str], repositories: list[str]) -> AsyncIterator[Any]:
+        request = wpb.WatchEventsRequest(
+            filter=wpb.EventFilter(actions=actions, repositories=repositories)
+        )
+        return self.grpc.stream(NOTIFIER, "WatchEvents", request)
+
+    # -- replication ------------------------------------------------------------------------
+
+    @property
+    def replication(self) -> bool:
+        return self.grpc.has(REPLICATOR)
+
+    async def peers(self) -> list[tuple[Any, Any]]:
+        """Each peer with its status (None when the replicator has none yet)."""
+        peers = await self.grpc.unary(REPLICATOR, "ListPeers", plb.ListPeersRequest(page_size=1000))
+        status = await self.grpc.unary(REPLICATOR, "GetStatus", plb.GetStatusRequest())
+        by_peer = {s.peer: s for s in status.peers}
+        return [(p, by_peer.get(p.name)) for p in peers.peers]
+
+    async def failures(self, peer: str) -> list[Any]:
+        reply = await self.grpc.unary(
+            REPLICATOR, "ListFailures", plb.ListFailuresRequest(peer=peer, page_size=200)
+        )
+        return list(reply.failures)
+
+    async def retry(self, peer: str, failure_id: str) -> Any:
+        return await self.grpc.unary(
+            REPLICATOR, "RetryFailure", plb.RetryFailureRequest(peer=peer, id=failure_id)
+        )
+
+    async def sync(self, peer: str, repository: str) -> list[Any]:
+        progress = []
+        async for item in self.grpc.stream(
+            REPLICATOR, "Sync", plb.SyncRequest(peer=peer, repository=repository), deadline=600
+        ):
+            progress.append(item)
+        return progress
+
+    # -- garbage collection and health ------------------------------------------------------
+
+    async def stats(self) -> Any:
+        return await self.grpc.unary(REGISTRY, "GetStats", rpb.GetStatsRequest())
+
+    async def collect(self, dry_run: bool, delete_untagged: bool) -> list[Any]:
+        request = rpb.GarbageCollectRequest(dry_run=dry_run, delete_untagged=delete_untagged)
+        return [p async for p in self.grpc.stream(REGISTRY, "GarbageCollect", request, 600)]
+
+    async def health(self) -> list[Health]:
+        return [await self.grpc.health(s) for s in (REGISTRY, NOTIFIER, REPLICATOR)]

@@ -1,0 +1,1 @@
+"""Request handlers, one module per area; each reads its input, calls a service, renders."""
