@@ -54,7 +54,7 @@ bench: bench-deps
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy nimbus registry notifier replicator
+	$(BIN)/mypy nimbus registry notifier replicator console
 
 proto: install
 	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --grpc_python_out=. --pyi_out=. proto/nimbus/v1/*.proto

@@ -12,6 +12,7 @@ Main = Callable[[argparse.Namespace], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from console import cli as console_cli
     from nimbus import ctl
     from nimbus.tls import cli as tls_cli
     from nimbus.up import cli as up_cli
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("replicator", "run replication", replicator_cli.add_arguments, replicator_cli.main),
         ("up", "run the whole system on this machine", up_cli.add_arguments, up_cli.main),
         ("tls", "certificates for HTTPS: a local CA", tls_cli.add_arguments, tls_cli.main),
+        ("ui", "run the web console", console_cli.add_arguments, console_cli.main),
     ]
     for name, help_text, add_arguments, main in commands:
         p = sub.add_parser(name, help=help_text)
