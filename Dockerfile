@@ -9,6 +9,7 @@ COPY registry ./registry
 COPY replicator ./replicator
 COPY notifier ./notifier
 COPY proto ./proto
+COPY console ./console
 # Exactly the runtime set of uv.lock (no test or lint extras), into its own environment.
 ENV UV_PROJECT_ENVIRONMENT=/opt/nimbus PATH=/opt/nimbus/bin:$PATH
 RUN pip install --no-cache-dir uv==0.13.8 \

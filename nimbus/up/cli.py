@@ -19,6 +19,7 @@ PORT_FLAGS = [
     ("--registry-b-port", "registry_b_port", "OCI API of site b (5001)"),
     ("--registry-b-grpc-port", "registry_b_grpc_port", "admin API of site b (50054)"),
     ("--replicator-b-grpc-port", "replicator_b_grpc_port", "Replication API of site b (50055)"),
+    ("--console-port", "console_port", "the web console (5080)"),
 ]
 
 

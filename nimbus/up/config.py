@@ -36,6 +36,8 @@ class UpConfig:
     registry_b_port: int = 5001
     registry_b_grpc_port: int = 50054
     replicator_b_grpc_port: int = 50055
+    # The web console (`nimbus ui`).
+    console_port: int = 5080
     # Seconds a service may take to become ready, and to stop before it is killed.
     start_timeout: float = 60.0
     stop_timeout: float = 10.0

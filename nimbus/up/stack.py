@@ -228,6 +228,33 @@ def plan(config: UpConfig) -> Stack:
                         ca_file=ca_file,
                     )
                 )
+    # The web console last: a client of everything above, on site a.
+    console_port = config.console_port
+    services.append(
+        ServiceSpec(
+            name="console",
+            slug="console",
+            argv=_nimbus(
+                "ui",
+                "--listen",
+                hostport(host, console_port),
+                "--registry-url",
+                f"{scheme}://{hostport(local, registry_ports['a'][0])}",
+                "--registry-grpc",
+                hostport(local, registry_ports["a"][1]),
+                "--notifier-grpc",
+                notifier,
+                "--replicator-grpc",
+                hostport(local, replicator_ports["a"]),
+                *(("--tls-ca", ca_file) if tls else ()),
+                *level,
+            ),
+            host=host,
+            ports=(Port(console_port, "console"),),
+            probe=HttpProbe(f"http://{hostport(local, console_port)}/healthz"),
+            endpoint=f"http://{hostport(local, console_port)}",
+        )
+    )
     return Stack(
         tls=tls,
         services=tuple(services),
