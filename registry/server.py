@@ -18,11 +18,13 @@ async def serve(config: RegistryConfig, reuse_port: bool = False, worker: int = 
     # Imported here so the supervisor of several workers stays small.
     from aiohttp import web
 
+    from nimbus.allocator import tune_for_streaming
     from registry.admin.server import start_admin_server
     from registry.api.middleware import JSONAccessLogger
     from registry.api.state import SERVICES
     from registry.app import create_app
 
+    tune_for_streaming()
     app = create_app(config, worker=worker)
     runner = web.AppRunner(
         app,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nimbus.allocator import tune_for_streaming
 from tests.fixtures.registry import RegistryFactory
 from tests.tls.conftest import make_certs
 
@@ -30,3 +31,8 @@ def test_a_tls_registry_does_load_what_checks_its_certificate(
     certs = make_certs(tmp_path / "tls")
     registry = registry_factory(certs.server_args())
     assert "cryptography" in loaded(registry.pid)
+
+
+def test_streaming_buffers_stay_in_the_heap_on_glibc() -> None:
+    # mallopt answers 0 for a parameter it does not know: both thresholds are taken.
+    assert tune_for_streaming()
