@@ -29,12 +29,15 @@ up: install
 	$(BIN)/nimbus up $(UP_ARGS)
 
 # Debian's skopeo (a real client), docker-registry (CNCF Distribution, the reference peer) and
-# docker.io (the Docker engine: the classic docker push/pull workflow is tested for real).
+# docker.io (the Docker engine: the classic docker push/pull workflow is tested for real);
+# chromium and chromium-driver: the web console's browser test.
 test-deps: install
 	@missing=""; \
 	command -v skopeo >/dev/null || missing="$$missing skopeo"; \
 	command -v docker-registry >/dev/null || missing="$$missing docker-registry"; \
 	command -v dockerd >/dev/null || missing="$$missing docker.io"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
