@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable
 
@@ -11,35 +12,39 @@ from nimbus.config import ConfigError
 Main = Callable[[argparse.Namespace], int]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from console import cli as console_cli
-    from nimbus import ctl
-    from nimbus.tls import cli as tls_cli
-    from nimbus.up import cli as up_cli
-    from notifier import cli as notifier_cli
-    from registry import cli as registry_cli
-    from replicator import cli as replicator_cli
+# name, help, module holding add_arguments and main; a module is imported only for its own
+# command (a registry process need not load the replicator's OCI client or the console).
+COMMANDS = [
+    ("registry", "run the OCI registry", "registry.cli"),
+    ("ctl", "control the services over gRPC", "nimbus.ctl"),
+    ("notifier", "run the webhook notifier", "notifier.cli"),
+    ("replicator", "run replication", "replicator.cli"),
+    ("up", "run the whole system on this machine", "nimbus.up.cli"),
+    ("tls", "certificates for HTTPS: a local CA", "nimbus.tls.cli"),
+    ("ui", "run the web console", "console.cli"),
+]
 
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``argv`` naming a command, only that command's module is imported."""
+    chosen = argv[0] if argv and argv[0] in {c[0] for c in COMMANDS} else None
     parser = argparse.ArgumentParser(prog="nimbus", description="Nimbus container registry")
     sub = parser.add_subparsers(dest="command", required=True)
-    commands: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Main]] = [
-        ("registry", "run the OCI registry", registry_cli.add_arguments, registry_cli.main),
-        ("ctl", "control the services over gRPC", ctl.add_arguments, ctl.main),
-        ("notifier", "run the webhook notifier", notifier_cli.add_arguments, notifier_cli.main),
-        ("replicator", "run replication", replicator_cli.add_arguments, replicator_cli.main),
-        ("up", "run the whole system on this machine", up_cli.add_arguments, up_cli.main),
-        ("tls", "certificates for HTTPS: a local CA", tls_cli.add_arguments, tls_cli.main),
-        ("ui", "run the web console", console_cli.add_arguments, console_cli.main),
-    ]
-    for name, help_text, add_arguments, main in commands:
+    for name, help_text, module_name in COMMANDS:
         p = sub.add_parser(name, help=help_text)
+        if chosen is not None and name != chosen:
+            continue
+        module = importlib.import_module(module_name)
+        add_arguments: Callable[[argparse.ArgumentParser], None] = module.add_arguments
+        main: Main = module.main
         add_arguments(p)
         p.set_defaults(main=main)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     try:
         result: int = args.main(args)
         return result

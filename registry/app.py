@@ -13,16 +13,17 @@ from registry.api.state import METRICS, PROXY, SERVICES
 from registry.config import RegistryConfig
 from registry.events.sink import EventSink
 from registry.metrics import RegistryMetrics
-from registry.proxy.service import ProxyService
-from registry.proxy.upstreams import Router
+from registry.proxy.pulls import Pulls
 from registry.services import Services
 from registry.storage.driver import StorageDriver
 from registry.storage.filesystem import FilesystemDriver
 
 if TYPE_CHECKING:
     from registry.events.durable import DurableSink
+    from registry.proxy.service import ProxyService
 
-# NATS, auth and S3 client libraries load only when configured: they cost tens of MiB each.
+# NATS, auth, S3 and the pull-through cache's upstream clients load only when configured:
+# they cost tens of MiB each.
 
 
 def event_sink(config: RegistryConfig, metrics: RegistryMetrics, worker: int = 0) -> DurableSink:
@@ -76,6 +77,18 @@ def storage_driver(config: RegistryConfig) -> StorageDriver:
     return FilesystemDriver(config.data_dir)
 
 
+def proxy_service(
+    config: RegistryConfig, services: Services, metrics: RegistryMetrics
+) -> ProxyService:
+    """The pull-through cache of the configured upstreams."""
+    from registry.proxy.service import ProxyService
+    from registry.proxy.upstreams import Router
+
+    return ProxyService(
+        Router.from_config(config.proxy), services, metrics, Path(config.data_dir) / "_inflight"
+    )
+
+
 def create_app(
     config: RegistryConfig, events: EventSink | None = None, worker: int = 0
 ) -> web.Application:
@@ -101,10 +114,9 @@ def create_app(
     services.uploads.on_complete = metrics.upload_duration.observe
     app[SERVICES] = services
     app[METRICS] = metrics
-    # Local repositories only while no upstream is configured.
-    proxy = ProxyService(
-        Router.from_config(config.proxy), services, metrics, Path(config.data_dir) / "_inflight"
-    )
+    # Local repositories only while no upstream is configured: the cache's upstream clients
+    # are not even imported then.
+    proxy = proxy_service(config, services, metrics) if config.proxy.enabled else Pulls(services)
     app[PROXY] = proxy
     add_routes(app)
     if config.auth.enabled:

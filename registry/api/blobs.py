@@ -8,8 +8,7 @@ from nimbus.oci.mediatypes import OCTET_STREAM
 from registry.api.ranges import parse_range
 from registry.api.request import context, namespace, repository_name
 from registry.api.state import proxy, services
-from registry.proxy.fills import FillFailedError
-from registry.proxy.service import BlobStream
+from registry.proxy.pulls import BlobStream, FillFailedError
 from registry.reference import Digest
 
 

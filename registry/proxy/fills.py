@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from registry.errors import OCIError
+from registry.proxy.pulls import FillFailedError
 
 READ_CHUNK = 1 << 20
 
@@ -26,14 +27,6 @@ class FillState(enum.Enum):
     STREAMING = "streaming"  # bytes arrive in the spool
     DONE = "done"  # committed to storage: read it there
     FAILED = "failed"
-
-
-class FillFailedError(Exception):
-    """The fill a client was reading from failed; the client's response must be cut off."""
-
-    def __init__(self, error: OCIError) -> None:
-        super().__init__(error.message)
-        self.error = error
 
 
 class BlobFill:

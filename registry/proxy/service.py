@@ -25,7 +25,6 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -36,13 +35,13 @@ from registry.errors import ErrorCode, OCIError
 from registry.metrics import RegistryMetrics
 from registry.proxy.failures import STALE_WARNING, Failure, UpstreamContentError, classify
 from registry.proxy.fills import BlobFill, FillState
+from registry.proxy.pulls import BlobStream, Pulls, ServedManifest
 from registry.proxy.records import CacheRecords, ContentRecord, TagRecord
 from registry.proxy.singleflight import SingleFlight
 from registry.proxy.upstreams import Route, Router
 from registry.reference import Digest, is_digest, is_tag
 from registry.services import Services
 from registry.services.blobs import BlobInfo
-from registry.services.manifests import Manifest
 from registry.storage import paths
 
 log = logging.getLogger("nimbus.registry.proxy")
@@ -53,28 +52,12 @@ MANIFEST = "manifest"
 BLOB = "blob"
 
 
-@dataclass(frozen=True, slots=True)
-class ServedManifest:
-    manifest: Manifest
-    # The `Warning` header's value when the cache served it stale.
-    warning: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class BlobStream:
-    """A blob arriving from the upstream; `size` is None when the upstream sent no length."""
-
-    digest: Digest
-    size: int | None
-    chunks: AsyncIterator[bytes]
-
-
-class ProxyService:
+class ProxyService(Pulls):
     def __init__(
         self, router: Router, services: Services, metrics: RegistryMetrics, work_dir: Path
     ) -> None:
+        super().__init__(services)
         self.router = router
-        self.services = services
         self.metrics = metrics
         self.records = CacheRecords(services.driver)
         self.flights = SingleFlight(work_dir / "locks")

@@ -123,12 +123,15 @@ def cache_factory(registry_factory: RegistryFactory, tmp_path: Path) -> CacheFac
         default: str = "",
         extra_args: list[str] | None = None,
         storage: str = "filesystem",
+        env: dict[str, str] | None = None,
     ) -> RegistryProcess:
         nonlocal count
         count += 1
         config = tmp_path / f"cache-{count}.yaml"
         config.write_text(yaml.safe_dump({"proxy": {"upstreams": upstreams, "default": default}}))
-        return registry_factory(["--config", str(config), *(extra_args or [])], storage=storage)
+        return registry_factory(
+            ["--config", str(config), *(extra_args or [])], storage=storage, env=env
+        )
 
     return make
 
