@@ -217,6 +217,17 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):  # type: ig
                     images_copied=s.counters.images_copied,
                     deletes_replicated=s.counters.deletes,
                     failures=s.failures,
+                    last_hour=[
+                        replication_pb2.PeerSample(
+                            minute=timestamp(m.start),
+                            images_copied=m.images,
+                            bytes_copied=m.bytes,
+                            deletes_replicated=m.deletes,
+                            lag_seconds_mean=m.lag_mean,
+                            lag_seconds_max=m.lag_max,
+                        )
+                        for m in s.counters.last_hour()
+                    ],
                 )
                 for s in found
             ]

@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from nats.js.client import JetStreamContext
 from nats.js.errors import KeyNotFoundError, NoKeysError
@@ -19,6 +19,38 @@ log = logging.getLogger("nimbus.replicator.status")
 
 # Counters of replicas gone for this long fall out of the totals.
 STATUS_TTL_SECONDS = 7 * 24 * 3600.0
+# The per-minute history kept beside the counters.
+HISTORY_MINUTES = 60
+
+
+@dataclass
+class Minute:
+    """What was applied in one minute; `lag_sum`/`lag_count` over changes that came from events."""
+
+    start: int  # epoch seconds, a multiple of 60
+    images: int = 0
+    bytes: int = 0
+    deletes: int = 0
+    lag_sum: float = 0.0
+    lag_count: int = 0
+    lag_max: float = 0.0
+
+    def add(self, other: Minute) -> None:
+        self.images += other.images
+        self.bytes += other.bytes
+        self.deletes += other.deletes
+        self.lag_sum += other.lag_sum
+        self.lag_count += other.lag_count
+        self.lag_max = max(self.lag_max, other.lag_max)
+
+    @property
+    def lag_mean(self) -> float:
+        return self.lag_sum / self.lag_count if self.lag_count else 0.0
+
+
+def _recent(minutes: list[Minute], now: float) -> list[Minute]:
+    oldest = int(now // 60) * 60 - (HISTORY_MINUTES - 1) * 60
+    return [m for m in minutes if m.start >= oldest]
 
 
 @dataclass
@@ -31,6 +63,23 @@ class PeerCounters:
     last_success_what: str = ""
     last_error: float = 0.0
     last_error_reason: str = ""
+    # The last hour, oldest first; only minutes in which something was applied.
+    minutes: list[Minute] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, data: bytes) -> PeerCounters:
+        fields = json.loads(data)
+        minutes = [Minute(**m) for m in fields.pop("minutes", [])]
+        return cls(**fields, minutes=minutes)
+
+    def minute(self, now: float) -> Minute:
+        start = int(now // 60) * 60
+        if not self.minutes or self.minutes[-1].start != start:
+            self.minutes = [*_recent(self.minutes, now), Minute(start)]
+        return self.minutes[-1]
+
+    def last_hour(self, now: float | None = None) -> list[Minute]:
+        return _recent(self.minutes, time.time() if now is None else now)
 
     def merge(self, other: PeerCounters) -> None:
         self.images_copied += other.images_copied
@@ -41,6 +90,10 @@ class PeerCounters:
             self.last_success, self.last_success_what = other.last_success, other.last_success_what
         if other.last_error > self.last_error:
             self.last_error, self.last_error_reason = other.last_error, other.last_error_reason
+        by_start = {m.start: Minute(**asdict(m)) for m in self.minutes}
+        for m in other.minutes:
+            by_start.setdefault(m.start, Minute(m.start)).add(m)
+        self.minutes = [by_start[start] for start in sorted(by_start)]
 
 
 class StatusBoard:
@@ -63,17 +116,27 @@ class StatusBoard:
     def counters(self, peer: str) -> PeerCounters:
         return self._counters.setdefault(peer, PeerCounters())
 
-    def success(self, peer: str, what: str, images: int = 0, bytes_: int = 0) -> None:
+    def success(
+        self, peer: str, what: str, images: int = 0, bytes_: int = 0, lag: float | None = None
+    ) -> None:
+        """A change applied; `lag` is the seconds since its event, when it came from one."""
         c = self.counters(peer)
         c.images_copied += images
         c.bytes_copied += bytes_
         c.last_success, c.last_success_what = time.time(), what
+        minute = c.minute(c.last_success)
+        minute.images += images
+        minute.bytes += bytes_
+        _lag(minute, lag)
         self._dirty.add(peer)
 
-    def deleted(self, peer: str, what: str) -> None:
+    def deleted(self, peer: str, what: str, lag: float | None = None) -> None:
         c = self.counters(peer)
         c.deletes += 1
         c.last_success, c.last_success_what = time.time(), what
+        minute = c.minute(c.last_success)
+        minute.deletes += 1
+        _lag(minute, lag)
         self._dirty.add(peer)
 
     def error(self, peer: str, reason: str) -> None:
@@ -115,7 +178,7 @@ class StatusBoard:
             except KeyNotFoundError:
                 continue
             if entry.value:
-                total.merge(PeerCounters(**json.loads(entry.value)))
+                total.merge(PeerCounters.from_json(entry.value))
         total.merge(self.counters(peer))
         return total
 
@@ -129,3 +192,12 @@ class StatusBoard:
         for key in keys:
             if key.partition(".")[0] == peer:
                 await self.kv.delete(key)
+
+
+def _lag(minute: Minute, lag: float | None) -> None:
+    if lag is None:
+        return
+    lag = max(lag, 0.0)
+    minute.lag_sum += lag
+    minute.lag_count += 1
+    minute.lag_max = max(minute.lag_max, lag)

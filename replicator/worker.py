@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -107,6 +107,13 @@ class Change:
     digest: str
     tag: str = ""
     origin_site: str = ""
+    # When its event happened (epoch seconds); 0 for changes of a sync or a retry.
+    happened: float = field(default=0.0, compare=False)
+
+    @property
+    def lag(self) -> float | None:
+        """Seconds from the event to now, for a change that came from one."""
+        return time.time() - self.happened if self.happened else None
 
     @property
     def reference(self) -> str:
@@ -132,6 +139,7 @@ def change_of(event: events_pb2.Event) -> Change | None:
         digest=target.digest,
         tag=target.tag,
         origin_site=event.source.origin_site or event.source.site,
+        happened=event.timestamp.ToMicroseconds() / 1e6 if event.HasField("timestamp") else 0.0,
     )
 
 
@@ -298,7 +306,7 @@ class PeerWorker(LaneHandler[Change]):
                         "manifest instead would remove more than the source did"
                     ) from None
                 raise
-            self.status.deleted(self.peer.name, change.describe())
+            self.status.deleted(self.peer.name, change.describe(), change.lag)
             return CopyResult(digest=change.digest)
         result = await self.copier.copy(
             change.repository,
@@ -307,7 +315,9 @@ class PeerWorker(LaneHandler[Change]):
             origin_site=origin,
         )
         images = 1 if result.manifests_copied or result.tagged else 0
-        self.status.success(self.peer.name, change.describe(), images, result.bytes_copied)
+        self.status.success(
+            self.peer.name, change.describe(), images, result.bytes_copied, change.lag
+        )
         log.info(
             "replicated",
             extra={

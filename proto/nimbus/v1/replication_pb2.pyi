@@ -113,7 +113,7 @@ class GetStatusRequest(_message.Message):
     def __init__(self, peer: _Optional[str] = ...) -> None: ...
 
 class PeerStatus(_message.Message):
-    __slots__ = ("peer", "backlog", "in_flight", "last_success", "last_success_change", "last_error", "last_error_reason", "bytes_copied", "images_copied", "deletes_replicated", "failures")
+    __slots__ = ("peer", "backlog", "in_flight", "last_success", "last_success_change", "last_error", "last_error_reason", "bytes_copied", "images_copied", "deletes_replicated", "failures", "last_hour")
     PEER_FIELD_NUMBER: _ClassVar[int]
     BACKLOG_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +125,7 @@ class PeerStatus(_message.Message):
     IMAGES_COPIED_FIELD_NUMBER: _ClassVar[int]
     DELETES_REPLICATED_FIELD_NUMBER: _ClassVar[int]
     FAILURES_FIELD_NUMBER: _ClassVar[int]
+    LAST_HOUR_FIELD_NUMBER: _ClassVar[int]
     peer: str
     backlog: int
     in_flight: int
@@ -136,7 +137,24 @@ class PeerStatus(_message.Message):
     images_copied: int
     deletes_replicated: int
     failures: int
-    def __init__(self, peer: _Optional[str] = ..., backlog: _Optional[int] = ..., in_flight: _Optional[int] = ..., last_success: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_success_change: _Optional[str] = ..., last_error: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error_reason: _Optional[str] = ..., bytes_copied: _Optional[int] = ..., images_copied: _Optional[int] = ..., deletes_replicated: _Optional[int] = ..., failures: _Optional[int] = ...) -> None: ...
+    last_hour: _containers.RepeatedCompositeFieldContainer[PeerSample]
+    def __init__(self, peer: _Optional[str] = ..., backlog: _Optional[int] = ..., in_flight: _Optional[int] = ..., last_success: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_success_change: _Optional[str] = ..., last_error: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error_reason: _Optional[str] = ..., bytes_copied: _Optional[int] = ..., images_copied: _Optional[int] = ..., deletes_replicated: _Optional[int] = ..., failures: _Optional[int] = ..., last_hour: _Optional[_Iterable[_Union[PeerSample, _Mapping]]] = ...) -> None: ...
+
+class PeerSample(_message.Message):
+    __slots__ = ("minute", "images_copied", "bytes_copied", "deletes_replicated", "lag_seconds_mean", "lag_seconds_max")
+    MINUTE_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_COPIED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_COPIED_FIELD_NUMBER: _ClassVar[int]
+    DELETES_REPLICATED_FIELD_NUMBER: _ClassVar[int]
+    LAG_SECONDS_MEAN_FIELD_NUMBER: _ClassVar[int]
+    LAG_SECONDS_MAX_FIELD_NUMBER: _ClassVar[int]
+    minute: _timestamp_pb2.Timestamp
+    images_copied: int
+    bytes_copied: int
+    deletes_replicated: int
+    lag_seconds_mean: float
+    lag_seconds_max: float
+    def __init__(self, minute: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., images_copied: _Optional[int] = ..., bytes_copied: _Optional[int] = ..., deletes_replicated: _Optional[int] = ..., lag_seconds_mean: _Optional[float] = ..., lag_seconds_max: _Optional[float] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
     __slots__ = ("peers",)
