@@ -3,6 +3,7 @@ health. Each method is one or a few gRPC calls; nothing is kept between requests
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 from collections.abc import AsyncIterator
@@ -11,7 +12,9 @@ from typing import Any
 
 from google.protobuf import field_mask_pb2
 
+from console.charts import Chart, hour_chart
 from console.clients import NOTIFIER, REGISTRY, REPLICATOR, GrpcClients, Health
+from console.format import human_size
 from proto.nimbus.v1 import registry_pb2 as rpb
 from proto.nimbus.v1 import replication_pb2 as plb
 from proto.nimbus.v1 import webhooks_pb2 as wpb
@@ -86,6 +89,80 @@ def status_name(value: int) -> str:
         if number == value:
             return name
     return "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class PeerView:
+    """A peer, its status (None until the replicator has one) and its last hour."""
+
+    peer: Any
+    status: Any | None
+    throughput: Chart | None
+    lag: Chart | None
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f} s" if value < 100 else f"{value / 60:.1f} min"
+
+
+def peer_view(peer: Any, status: Any | None, now: float | None = None) -> PeerView:
+    if status is None:
+        return PeerView(peer, None, None, None)
+    hour = list(status.last_hour)
+    images = sum(s.images_copied for s in hour)
+    copied = sum(s.bytes_copied for s in hour)
+    throughput = hour_chart(
+        "Copied a minute",
+        hour,
+        lambda s: float(s.bytes_copied),
+        lambda v: human_size(v),
+        f"Last hour: {images} images, {human_size(copied)} copied.",
+        now,
+    )
+    lagging = [s for s in hour if s.lag_seconds_max > 0]
+    worst = max((s.lag_seconds_max for s in lagging), default=0.0)
+    mean = sum(s.lag_seconds_mean for s in lagging) / len(lagging) if lagging else 0.0
+    lag = hour_chart(
+        "Lag (worst a minute)",
+        hour,
+        lambda s: float(s.lag_seconds_max),
+        _seconds,
+        (
+            f"Last hour: lag from event to copy {_seconds(mean)} on average, "
+            f"{_seconds(worst)} at worst."
+            if lagging
+            else "Last hour: no change from an event was applied."
+        ),
+        now,
+    )
+    return PeerView(peer, status, throughput, lag)
+
+
+def status_fields(status: Any) -> dict[str, Any]:
+    """What the live backlog sends for a peer (the page's cells, as text)."""
+    return {
+        "peer": status.peer,
+        "backlog": int(status.backlog),
+        "in_flight": int(status.in_flight),
+        "failures": int(status.failures),
+        "copied": f"{status.images_copied} images, {human_size(status.bytes_copied)}",
+    }
+
+
+def progress_fields(item: Any) -> dict[str, Any]:
+    """A SyncProgress as the sync's live progress bar reads it."""
+    return {
+        "phase": item.phase,
+        "repository": item.repository,
+        "reference": item.reference,
+        "done": int(item.done),
+        "total": int(item.total),
+        "images_copied": int(item.images_copied),
+        "copied": human_size(item.bytes_copied),
+        "failed": int(item.failed),
+        "error": item.error,
+        "finished": bool(item.finished),
+    }
 
 
 class Operations:
@@ -168,12 +245,23 @@ class Operations:
     def replication(self) -> bool:
         return self.grpc.has(REPLICATOR)
 
-    async def peers(self) -> list[tuple[Any, Any]]:
-        """Each peer with its status (None when the replicator has none yet)."""
+    async def peers(self) -> list[PeerView]:
+        """Each peer with its status and last hour (None when the replicator has none yet)."""
         peers = await self.grpc.unary(REPLICATOR, "ListPeers", plb.ListPeersRequest(page_size=1000))
         status = await self.grpc.unary(REPLICATOR, "GetStatus", plb.GetStatusRequest())
         by_peer = {s.peer: s for s in status.peers}
-        return [(p, by_peer.get(p.name)) for p in peers.peers]
+        return [peer_view(p, by_peer.get(p.name)) for p in peers.peers]
+
+    async def status_feed(self, interval: float = 1.0) -> AsyncIterator[list[dict[str, Any]]]:
+        """Every peer's backlog and counters, each time they change (asked every `interval`)."""
+        last: list[dict[str, Any]] | None = None
+        while True:
+            reply = await self.grpc.unary(REPLICATOR, "GetStatus", plb.GetStatusRequest())
+            now = [status_fields(s) for s in reply.peers]
+            if now != last:
+                yield now
+                last = now
+            await asyncio.sleep(interval)
 
     async def failures(self, peer: str) -> list[Any]:
         reply = await self.grpc.unary(
@@ -186,13 +274,12 @@ class Operations:
             REPLICATOR, "RetryFailure", plb.RetryFailureRequest(peer=peer, id=failure_id)
         )
 
+    def sync_progress(self, peer: str, repository: str) -> AsyncIterator[Any]:
+        request = plb.SyncRequest(peer=peer, repository=repository)
+        return self.grpc.stream(REPLICATOR, "Sync", request, deadline=600)
+
     async def sync(self, peer: str, repository: str) -> list[Any]:
-        progress = []
-        async for item in self.grpc.stream(
-            REPLICATOR, "Sync", plb.SyncRequest(peer=peer, repository=repository), deadline=600
-        ):
-            progress.append(item)
-        return progress
+        return [item async for item in self.sync_progress(peer, repository)]
 
     # -- garbage collection and health ------------------------------------------------------
 

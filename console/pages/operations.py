@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from console import sse
+from console.admin import progress_fields
 from console.guards import require_admin
 from console.render import render
 from console.state import OPERATIONS, REGISTRIES
+
+# How often the live backlog asks the replicator for its status.
+STATUS_INTERVAL_SECONDS = 1.0
 
 
 async def replication(request: web.Request) -> web.Response:
@@ -30,11 +35,24 @@ async def retry(request: web.Request) -> web.Response:
     )
 
 
-async def sync(request: web.Request) -> web.Response:
+async def status_stream(request: web.Request) -> web.StreamResponse:
+    """Every peer's backlog, in flight, failures and copied, as they change."""
+    require_admin(request)
+    feed = request.app[OPERATIONS].status_feed(STATUS_INTERVAL_SECONDS)
+    return await sse.relay(request, feed, "status", lambda peers: {"peers": peers})
+
+
+async def sync(request: web.Request) -> web.StreamResponse:
+    """A sync: its progress streamed to the page's script, or the page once it is done."""
     require_admin(request)
     form = await request.post()
     peer, repository = str(form.get("peer", "")), str(form.get("repository", "")).strip()
-    progress = await request.app[OPERATIONS].sync(peer, repository)
+    ops = request.app[OPERATIONS]
+    if sse.wanted(request):
+        return await sse.relay(
+            request, ops.sync_progress(peer, repository), "progress", progress_fields
+        )
+    progress = await ops.sync(peer, repository)
     return render(request, "sync.html", peer=peer, repository=repository, progress=progress)
 
 
@@ -68,6 +86,7 @@ async def health(request: web.Request) -> web.Response:
 def routes(r: web.UrlDispatcher) -> None:
     r.add_get("/replication", replication)
     r.add_post("/replication/retry", retry)
+    r.add_get("/replication/status", status_stream)
     r.add_post("/replication/sync", sync)
     r.add_get("/gc", gc_page)
     r.add_post("/gc", gc_run)

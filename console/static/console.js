@@ -51,3 +51,115 @@ const feed = document.getElementById("feed");
 if (feed && window.EventSource) {
   startFeed(feed);
 }
+
+// The live backlog: each peer's cells (data-field) updated from the status stream.
+function startStatus(table) {
+  const state = document.getElementById("status-state");
+  const say = (text) => { if (state) { state.textContent = text; } };
+  const source = new EventSource(table.dataset.stream);
+  source.onopen = () => say("Live: the figures follow the replicator.");
+  source.onerror = () => say("Disconnected; reconnecting…");
+  source.addEventListener("failure", (event) => say("The replicator's status failed: " + event.data));
+  source.addEventListener("status", (event) => {
+    const data = JSON.parse(event.data);
+    for (const peer of data.peers || []) {
+      for (const row of table.tBodies[0].rows) {
+        if (row.dataset.peer !== peer.peer) { continue; }
+        for (const cell of row.querySelectorAll("[data-field]")) {
+          const value = peer[cell.dataset.field];
+          if (value !== undefined && cell.textContent !== String(value)) {
+            cell.textContent = String(value);
+          }
+        }
+      }
+    }
+    say("Live: updated " + new Date().toLocaleTimeString() + ".");
+  });
+}
+
+const peersTable = document.getElementById("peers");
+if (peersTable && peersTable.dataset.stream && window.EventSource) {
+  startStatus(peersTable);
+}
+
+// Server-sent events read from a POST's answer (EventSource only GETs): calls onEvent(name,
+// data) for each event, and resolves when the stream ends.
+async function readEvents(response, onEvent) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) { break; }
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let name = "message";
+      const data = [];
+      for (const line of block.split("\n")) {
+        if (line.startsWith("event: ")) { name = line.slice(7); }
+        else if (line.startsWith("data: ")) { data.push(line.slice(6)); }
+      }
+      if (data.length) { onEvent(name, JSON.parse(data.join("\n"))); }
+    }
+  }
+}
+
+// How each live panel draws its progress, by the panel's id.
+const progressOf = {
+  "sync-live": (panel, form, name, data) => {
+    const bar = panel.querySelector(".live-bar");
+    const text = panel.querySelector(".live-text");
+    if (name === "failure") { text.textContent = "The sync failed: " + data; return; }
+    bar.max = Math.max(data.total, 1);
+    bar.value = data.finished ? bar.max : data.done;
+    bar.textContent = data.done + " of " + data.total;
+    panel.querySelector(".live-count").textContent = data.done + " of " + data.total + " tags";
+    if (data.error) {
+      const item = document.createElement("li");
+      item.textContent = data.repository + ":" + data.reference + ": " + data.error;
+      panel.querySelector(".live-errors").appendChild(item);
+    }
+    text.textContent = data.finished
+      ? "Done: " + data.images_copied + " images copied (" + data.copied + "), " + data.failed + " failed."
+      : (data.phase === "listing" ? "Listing what the peer needs…" : "Copying " + data.repository + ":" + data.reference + "…");
+    if (data.finished) { panel.dataset.state = "done"; }
+  },
+};
+
+// Forms with data-live="<panel id>": sent with fetch, their progress drawn in the panel.
+document.addEventListener("submit", async (event) => {
+  const form = event.target;
+  const panelId = form.dataset ? form.dataset.live : null;
+  const draw = panelId ? progressOf[panelId] : null;
+  const panel = panelId ? document.getElementById(panelId) : null;
+  if (!draw || !panel || !window.fetch || !window.TextDecoder || event.defaultPrevented) { return; }
+  event.preventDefault();
+  const body = new URLSearchParams(new FormData(form));
+  if (event.submitter && event.submitter.name) { body.set(event.submitter.name, event.submitter.value); }
+  panel.hidden = false;
+  panel.dataset.state = "running";
+  for (const list of panel.querySelectorAll(".live-errors")) { list.replaceChildren(); }
+  const title = panel.querySelector(".live-title");
+  if (title && form.dataset.title) { title.textContent = form.dataset.title; }
+  const buttons = form.querySelectorAll("button");
+  for (const b of buttons) { b.disabled = true; }
+  try {
+    const response = await fetch(form.action, {
+      method: "POST", body, headers: { Accept: "text/event-stream" }, credentials: "same-origin",
+    });
+    if (!response.ok) {
+      panel.querySelector(".live-text").textContent = "Refused: HTTP " + response.status + ".";
+      panel.dataset.state = "failed";
+      return;
+    }
+    await readEvents(response, (name, data) => draw(panel, form, name, data));
+  } catch (error) {
+    panel.querySelector(".live-text").textContent = "Failed: " + error;
+    panel.dataset.state = "failed";
+  } finally {
+    for (const b of buttons) { b.disabled = false; }
+  }
+});
