@@ -84,8 +84,16 @@ def proxy_service(
     from registry.proxy.service import ProxyService
     from registry.proxy.upstreams import Router
 
+    proxy = config.proxy
     return ProxyService(
-        Router.from_config(config.proxy), services, metrics, Path(config.data_dir) / "_inflight"
+        Router.from_config(proxy),
+        services,
+        metrics,
+        Path(config.data_dir) / "_inflight",
+        max_bytes=proxy.max_bytes,
+        tag_max_idle=proxy.tag_max_idle,
+        evict_interval=proxy.evict_interval,
+        usage_flush_interval=proxy.usage_flush_interval,
     )
 
 
@@ -131,6 +139,7 @@ def create_app(
 
     async def open_driver(app: web.Application) -> None:
         await driver.open()
+        await proxy.start()
 
     async def close_driver(app: web.Application) -> None:
         await proxy.close()

@@ -75,6 +75,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "repeat the flag for several",
     )
     proxy.add_argument("--proxy-default", help="upstream of names under no prefix (none)")
+    proxy.add_argument(
+        "--proxy-max-bytes", type=int, help="bytes of cached content kept, LRU beyond (0: all)"
+    )
+    proxy.add_argument(
+        "--proxy-tag-max-idle", type=float, help="seconds a cached tag stays unpulled (0: ever)"
+    )
 
     add_storage_arguments(parser)
 
@@ -105,6 +111,10 @@ def proxy_flags(args: argparse.Namespace) -> dict[str, Any]:
         proxy["upstreams"] = [upstream_flag(spec) for spec in args.proxy_upstream]
     if args.proxy_default is not None:
         proxy["default"] = args.proxy_default
+    if args.proxy_max_bytes is not None:
+        proxy["max_bytes"] = args.proxy_max_bytes
+    if args.proxy_tag_max_idle is not None:
+        proxy["tag_max_idle"] = args.proxy_tag_max_idle
     return proxy
 
 

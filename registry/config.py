@@ -306,12 +306,27 @@ class ProxyConfig:
     # The upstream of names under no prefix (docker's `--registry-mirror` asks for
     # `library/nginx` as it would Docker Hub); empty: such names are local repositories.
     default: str = ""
+    # Bytes of cached content kept (0: no bound); past it the least recently used cached
+    # blobs and manifests go. Pushed content is never evicted and does not count.
+    max_bytes: int = 0
+    # Seconds a cached tag is kept without a pull (0: forever); then the tag goes and its
+    # content ages out under max_bytes or in garbage collection.
+    tag_max_idle: float = 0.0
+    # Seconds between eviction sweeps (one worker sweeps at a time).
+    evict_interval: float = 60.0
+    # Seconds between writes of what was pulled (last use is kept in memory meanwhile: a
+    # crash forgets at most this much, making those items look older to eviction).
+    usage_flush_interval: float = 30.0
 
     @property
     def enabled(self) -> bool:
         return bool(self.upstreams)
 
     def validate(self) -> None:
+        if self.max_bytes < 0 or self.tag_max_idle < 0:
+            raise ConfigError("proxy.max_bytes and proxy.tag_max_idle: 0 (off) or more")
+        if self.evict_interval <= 0 or self.usage_flush_interval <= 0:
+            raise ConfigError("proxy.evict_interval and proxy.usage_flush_interval: above 0")
         names: set[str] = set()
         prefixes: set[str] = set()
         for i, upstream in enumerate(self.upstreams):

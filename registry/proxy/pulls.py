@@ -48,6 +48,9 @@ class Pulls:
     def __init__(self, services: Services) -> None:
         self.services = services
 
+    async def start(self) -> None:
+        """Nothing runs in the background without a cache."""
+
     async def close(self) -> None:
         """Nothing held without a cache."""
 

@@ -24,7 +24,8 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -35,10 +36,13 @@ from registry.errors import ErrorCode, OCIError
 from registry.metrics import RegistryMetrics
 from registry.proxy.failures import STALE_WARNING, Failure, UpstreamContentError, classify
 from registry.proxy.fills import BlobFill, FillState
+from registry.proxy.lifecycle import CacheLifecycle, SweepLock, SweepReport
+from registry.proxy.metrics import LifecycleMetrics
 from registry.proxy.pulls import BlobStream, Pulls, ServedManifest
 from registry.proxy.records import CacheRecords, ContentRecord, TagRecord
 from registry.proxy.singleflight import SingleFlight
 from registry.proxy.upstreams import Route, Router
+from registry.proxy.usage import UsageLog
 from registry.reference import Digest, is_digest, is_tag
 from registry.services import Services
 from registry.services.blobs import BlobInfo
@@ -54,28 +58,85 @@ BLOB = "blob"
 
 class ProxyService(Pulls):
     def __init__(
-        self, router: Router, services: Services, metrics: RegistryMetrics, work_dir: Path
+        self,
+        router: Router,
+        services: Services,
+        metrics: RegistryMetrics,
+        work_dir: Path,
+        max_bytes: int = 0,
+        tag_max_idle: float = 0.0,
+        evict_interval: float = 60.0,
+        usage_flush_interval: float = 30.0,
     ) -> None:
         super().__init__(services)
         self.router = router
         self.metrics = metrics
         self.records = CacheRecords(services.driver)
+        self.usage = UsageLog(self.records)
+        self.lifecycle = CacheLifecycle(
+            services.driver, services.manifests, router, self.records, max_bytes, tag_max_idle
+        )
+        self.lifecycle_metrics = LifecycleMetrics(metrics.registry)
+        self.evict_interval = evict_interval
+        self.usage_flush_interval = usage_flush_interval
         self.flights = SingleFlight(work_dir / "locks")
+        self.sweep_lock = SweepLock(work_dir / "sweep.lock")
         self.spool_dir = work_dir / "spool"
         if router.enabled:
             self.flights.lock_dir.mkdir(parents=True, exist_ok=True)
+            self.flights.remove_stale()
             self.spool_dir.mkdir(parents=True, exist_ok=True)
             _remove_orphan_spools(self.spool_dir)
         self._fills: dict[str, BlobFill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self._loops = [
+            asyncio.create_task(self._every(self.usage_flush_interval, self.usage.flush)),
+            asyncio.create_task(self._every(self.evict_interval, self.sweep_if_free)),
+        ]
 
     async def close(self) -> None:
-        for task in list(self._tasks):
+        for task in [*self._loops, *self._tasks]:
             task.cancel()
-        for task in list(self._tasks):
+        for task in [*self._loops, *self._tasks]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.usage.flush()
         await self.router.close()
+
+    @staticmethod
+    async def _every(seconds: float, job: Callable[[], Awaitable[object]]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await job()
+            except Exception:
+                log.exception("cache maintenance failed; tried again later")
+
+    async def sweep_if_free(self) -> SweepReport | None:
+        """A lifecycle sweep, unless another worker of this registry is sweeping."""
+        await self.usage.flush()
+        with self.sweep_lock.held() as mine:
+            if not mine:
+                return None
+            report = await self.lifecycle.sweep()
+        self._count_sweep(report)
+        return report
+
+    def _count_sweep(self, report: SweepReport) -> None:
+        self.lifecycle_metrics.cached_bytes.set(report.cached_bytes)
+        self.count_removals(report)
+
+    def count_removals(self, report: SweepReport) -> None:
+        evictions = self.lifecycle_metrics.evictions
+        if report.blobs_evicted:
+            evictions.labels(BLOB).inc(report.blobs_evicted)
+        if report.manifests_evicted:
+            evictions.labels(MANIFEST).inc(report.manifests_evicted)
+        if report.tags_removed:
+            evictions.labels("tag").inc(report.tags_removed)
 
     # -- pushes -------------------------------------------------------------------------
 
@@ -111,6 +172,9 @@ class ProxyService(Pulls):
         elif is_tag(reference):
             stale = await self._ensure_tag(route, reference, ctx)
         manifest = await manifests.get(route.name, reference, accept, ctx, count_pull)
+        self.usage.content(manifest.digest)
+        if is_tag(reference):
+            self.usage.tag(route.name, reference)
         return ServedManifest(manifest, STALE_WARNING if stale else None)
 
     async def _has_manifest(self, name: str, digest: Digest) -> bool:
@@ -205,7 +269,7 @@ class ProxyService(Pulls):
         if head.digest == record.digest:
             self.metrics.proxy_revalidations.labels(upstream.name, "unchanged").inc()
             await self.records.put_tag(
-                route.name, tag, TagRecord(record.digest, upstream.name, time.time())
+                route.name, tag, replace(record, upstream=upstream.name, fetched_at=time.time())
             )
             return
         self.metrics.proxy_revalidations.labels(upstream.name, "changed").inc()
@@ -305,6 +369,7 @@ class ProxyService(Pulls):
         upstream = route.upstream.name
         if await blobs.exists_in(route.name, digest):
             self.metrics.proxy_hits.labels(upstream, BLOB).inc()
+            self.usage.content(digest)
             return await blobs.stat(route.name, digest)
         key = self._blob_key(route, digest)
         fill = self._fills.get(key)

@@ -512,6 +512,8 @@ class GarbageCollector:
                     run.stats.blobs_kept_recent += 1
                     continue
                 await self._delete_quietly(entry)
+                # Had a pull-through cache filled it, its record goes with it.
+                await self._delete_quietly(paths.proxy_content(digest))
                 del run.trashed[key]
                 item = GcItem(ItemKind.BLOB, str(digest), size=size)
                 run.removed.append(item)

@@ -124,11 +124,14 @@ def cache_factory(registry_factory: RegistryFactory, tmp_path: Path) -> CacheFac
         extra_args: list[str] | None = None,
         storage: str = "filesystem",
         env: dict[str, str] | None = None,
+        settings: dict[str, Any] | None = None,
     ) -> RegistryProcess:
+        """``settings``: more keys of the proxy section (max_bytes, tag_max_idle, ...)."""
         nonlocal count
         count += 1
         config = tmp_path / f"cache-{count}.yaml"
-        config.write_text(yaml.safe_dump({"proxy": {"upstreams": upstreams, "default": default}}))
+        proxy = {"upstreams": upstreams, "default": default, **(settings or {})}
+        config.write_text(yaml.safe_dump({"proxy": proxy}))
         return registry_factory(
             ["--config", str(config), *(extra_args or [])], storage=storage, env=env
         )
