@@ -44,6 +44,17 @@ def add_grpc_arguments(group: _Group, api: str, default_listen: str) -> None:
     group.add_argument("--grpc-tls-key", help="PEM key of --grpc-tls-cert")
 
 
+def add_metrics_argument(group: _Group, default_listen: str) -> None:
+    group.add_argument(
+        "--metrics-listen",
+        help=f"HOST:PORT of the Prometheus /metrics endpoint ({default_listen}; '' for none)",
+    )
+
+
+def metrics_flags(args: argparse.Namespace) -> dict[str, Any]:
+    return _given(args, ("metrics_listen",))
+
+
 def _given(args: argparse.Namespace, fields: tuple[str, ...]) -> dict[str, Any]:
     return {f: getattr(args, f) for f in fields if getattr(args, f) is not None}
 

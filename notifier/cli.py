@@ -6,7 +6,14 @@ import argparse
 from typing import Any
 
 from nimbus.config import load
-from nimbus.serviceflags import add_grpc_arguments, add_nats_arguments, grpc_flags, nats_flags
+from nimbus.serviceflags import (
+    add_grpc_arguments,
+    add_metrics_argument,
+    add_nats_arguments,
+    grpc_flags,
+    metrics_flags,
+    nats_flags,
+)
 from notifier.config import NotifierConfig
 
 
@@ -17,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--kv-replicas", type=int, help="copies a NATS cluster keeps of the KV buckets (1)"
     )
     add_grpc_arguments(parser, "Webhooks", "127.0.0.1:50052")
+    add_metrics_argument(parser, "none; e.g. 127.0.0.1:9102")
     parser.add_argument("--instance", help="this replica's name in delivery records")
     parser.add_argument("--log-level", help="debug, info, warning or error")
 
@@ -25,6 +33,7 @@ def flags(args: argparse.Namespace) -> dict[str, Any]:
     return {
         **nats_flags(args),
         **grpc_flags(args),
+        **metrics_flags(args),
         "kv_replicas": args.kv_replicas,
         "instance": args.instance,
         "log_level": args.log_level,

@@ -60,6 +60,8 @@ class NotifierConfig(NatsClientConfig):
     admin_token: str = ""
     grpc_tls_cert: str = ""
     grpc_tls_key: str = ""
+    # HOST:PORT of the Prometheus /metrics endpoint (e.g. 127.0.0.1:9102); "" serves none.
+    metrics_listen: str = ""
     log_level: str = "info"
     # Names this replica in delivery records; host and pid by default.
     instance: str = ""
@@ -76,6 +78,8 @@ class NotifierConfig(NatsClientConfig):
             raise ConfigError(f"kv_replicas: between 1 and {MAX_REPLICAS}")
         self.grpc.validate("grpc")
         split_hostport(self.grpc_listen, "grpc_listen")
+        if self.metrics_listen:
+            split_hostport(self.metrics_listen, "metrics_listen")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError("log_level: one of debug, info, warning, error")
         d = self.delivery

@@ -57,6 +57,7 @@ from notifier.deliveries import (
 )
 from notifier.errors import InvalidArgument, NotFound
 from notifier.filters import matches
+from notifier.metrics import FAILED, REFUSED, SUCCEEDED, NotifierMetrics
 from notifier.receivers import Receiver, Receivers
 from notifier.sender import SYSTEM_TLS, Outcome, ReceiverTls, Sender
 from notifier.store import WebhookStore
@@ -165,6 +166,7 @@ class Dispatcher(LaneHandler[Job]):
         deliveries: DeliveryStore,
         sender: Sender,
         config: NotifierConfig,
+        metrics: NotifierMetrics | None = None,
     ) -> None:
         self._js = js
         self._webhooks = webhooks
@@ -173,6 +175,8 @@ class Dispatcher(LaneHandler[Job]):
         self._config = config
         d = config.delivery
         self._receivers = Receivers(d.concurrency, d.breaker_failures, d.breaker_cooldown)
+        self.metrics = metrics or NotifierMetrics()
+        self.metrics.watch_breakers(self._receivers.states)
         self._backoff = wait_exponential_jitter(
             initial=d.backoff_initial, max=d.backoff_max, jitter=d.backoff_initial
         )
@@ -281,6 +285,7 @@ class Dispatcher(LaneHandler[Job]):
                 record.updated_at.GetCurrentTime()
                 try:
                     await self._deliveries.write(record, revision)
+                    self.metrics.dead(webhook.id)
                 except Conflict:
                     # Another replica recorded it meanwhile: its record stands.
                     log.info("delivery recorded by another replica", extra={"delivery": ident})
@@ -414,6 +419,7 @@ class Dispatcher(LaneHandler[Job]):
             record.status = webhooks_pb2.DELIVERY_STATUS_DEAD
             record.updated_at.GetCurrentTime()
             await self._save(owned)
+            self.metrics.dead(record.webhook_id)
             log.warning(
                 "delivery dead-lettered",
                 extra={
@@ -422,6 +428,9 @@ class Dispatcher(LaneHandler[Job]):
                     "attempts": len(record.attempts),
                 },
             )
+            return
+        if record.status == webhooks_pb2.DELIVERY_STATUS_SUCCEEDED:
+            self.metrics.delivered(record.webhook_id, event_time)
 
     async def _attempt(self, owned: _Owned, receiver: Receiver, deadline: float) -> None:
         record = owned.record
@@ -476,9 +485,13 @@ class Dispatcher(LaneHandler[Job]):
             # renewed recently enough is sure not to be taken over meanwhile.
             if claim is not None and not claim.live():
                 raise _Lost
-            return await self._sender.send(
-                record.url, record.body, headers, len(record.attempts) + 1, tls
-            )
+            with self.metrics.sending():
+                outcome = await self._sender.send(
+                    record.url, record.body, headers, len(record.attempts) + 1, tls
+                )
+        result = SUCCEEDED if outcome.succeeded else FAILED if outcome.retryable else REFUSED
+        self.metrics.attempted(record.webhook_id, result, outcome.attempt.latency_ms / 1000)
+        return outcome
 
     # -- operator requests ---------------------------------------------------------------------
 
@@ -518,3 +531,10 @@ class Dispatcher(LaneHandler[Job]):
     def held(self) -> int:
         """Events held (not yet acknowledged) by this replica."""
         return self._consumer.held
+
+    async def refresh_metrics(self) -> None:
+        """The gauges read when scraped: events held here, and the shared consumer's backlog."""
+        self.metrics.events_held.set(self.held)
+        info = await self._js.consumer_info(EVENTS_STREAM, NOTIFIER_CONSUMER)
+        self.metrics.consumer_pending.set(int(info.num_pending or 0))
+        self.metrics.consumer_ack_pending.set(int(info.num_ack_pending or 0))

@@ -94,3 +94,7 @@ class Receivers:
         if receiver is None:
             receiver = self._by_key[key] = Receiver(*self._settings)
         return receiver
+
+    def states(self) -> list[str]:
+        """Each receiver's circuit breaker state, as its metric names it."""
+        return [r.breaker.state.value for r in self._by_key.values()]

@@ -9,11 +9,13 @@ import signal
 
 from nimbus import logs
 from nimbus.grpcserver import start_grpc_server
+from nimbus.metrics import MetricsServer
 from nimbus.natsconn import connect
 from notifier.api import WebhooksServicer
 from notifier.config import NotifierConfig
 from notifier.deliveries import DeliveryStore
 from notifier.dispatcher import Dispatcher
+from notifier.metrics import NotifierMetrics
 from notifier.sender import Sender
 from notifier.store import WebhookStore
 from notifier.webhooks import WebhookService
@@ -36,7 +38,10 @@ async def serve(config: NotifierConfig) -> None:
     deliveries = await DeliveryStore.open(js, config.deliveries_ttl, config.kv_replicas)
     d = config.delivery
     sender = Sender(d.timeout, d.excerpt_bytes, config.instance)
-    dispatcher = Dispatcher(js, webhooks, deliveries, sender, config)
+    metrics = NotifierMetrics()
+    dispatcher = Dispatcher(js, webhooks, deliveries, sender, config, metrics)
+    exporter = MetricsServer(metrics.registry, config.metrics_listen, [dispatcher.refresh_metrics])
+    await exporter.start()
     servicer = WebhooksServicer(WebhookService(webhooks), deliveries, dispatcher, js)
     # The consumer exists before the API answers, so events after a webhook's creation reach it;
     # without the stream yet (no registry has started), the API serves while the consumer waits.
@@ -48,7 +53,14 @@ async def serve(config: NotifierConfig) -> None:
     )
     consuming = asyncio.create_task(_consume(opening, dispatcher), name="dispatcher")
     stopping = asyncio.create_task(stop.wait())
-    log.info("notifier running", extra={"instance": config.instance, "grpc": config.grpc_listen})
+    log.info(
+        "notifier running",
+        extra={
+            "instance": config.instance,
+            "grpc": config.grpc_listen,
+            "metrics": config.metrics_listen,
+        },
+    )
     try:
         await asyncio.wait({consuming, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if consuming.done() and consuming.exception() is not None:
@@ -57,6 +69,7 @@ async def serve(config: NotifierConfig) -> None:
         log.info("notifier stopping", extra={"instance": config.instance})
         stopping.cancel()
         await server.stop(grace=2)
+        await exporter.stop()
         consuming.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await consuming

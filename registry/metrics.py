@@ -39,6 +39,36 @@ class RegistryMetrics:
             buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
             registry=self.registry,
         )
+        self.upload_bytes = Counter(
+            "nimbus_blob_upload_bytes_total",
+            "Bytes of blob uploads completed (chunked or monolithic; mounts move no bytes)",
+            registry=self.registry,
+        )
+        self.uploads = Counter(
+            "nimbus_blob_uploads_total",
+            "Blob uploads completed",
+            registry=self.registry,
+        )
+        # Maintenance runs of this registry: `job` is gc (and lifecycle, for its own runs),
+        # `outcome` completed, dry_run or aborted. See `run_finished`.
+        self.maintenance_runs = Counter(
+            "nimbus_maintenance_runs_total",
+            "Maintenance runs finished, by job (gc, lifecycle) and outcome",
+            ["job", "outcome"],
+            registry=self.registry,
+        )
+        self.maintenance_duration = Histogram(
+            "nimbus_maintenance_run_duration_seconds",
+            "Duration of maintenance runs, by job",
+            ["job"],
+            buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 10800),
+            registry=self.registry,
+        )
+        self.gc_bytes_freed = Counter(
+            "nimbus_gc_bytes_freed_total",
+            "Bytes of blobs deleted by garbage collections (not dry runs)",
+            registry=self.registry,
+        )
         self.events_published = Counter(
             "nimbus_events_published_total",
             "Events acknowledged by JetStream, by action and path (direct, or via the outbox)",
@@ -128,6 +158,15 @@ class RegistryMetrics:
             self.bytes_in.inc(bytes_in)
         if bytes_out:
             self.bytes_out.inc(bytes_out)
+
+    def blob_uploaded(self, size: int) -> None:
+        self.uploads.inc()
+        self.upload_bytes.inc(size)
+
+    def run_finished(self, job: str, outcome: str, seconds: float) -> None:
+        """The hook every maintenance job calls once a run ends (gc; lifecycle)."""
+        self.maintenance_runs.labels(job, outcome).inc()
+        self.maintenance_duration.labels(job).observe(max(0.0, seconds))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

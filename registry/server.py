@@ -21,8 +21,9 @@ async def serve(config: RegistryConfig, reuse_port: bool = False, worker: int = 
     from nimbus.allocator import tune_for_streaming
     from registry.admin.server import start_admin_server
     from registry.api.middleware import JSONAccessLogger
-    from registry.api.state import SERVICES
+    from registry.api.state import METRICS, SERVICES
     from registry.app import create_app
+    from registry.lifecycle.setup import install_lifecycle
 
     tune_for_streaming()
     app = create_app(config, worker=worker)
@@ -33,6 +34,8 @@ async def serve(config: RegistryConfig, reuse_port: bool = False, worker: int = 
         handle_signals=False,
     )
     await runner.setup()
+    # After the storage driver opened (at setup), before any request or admin call.
+    lifecycle = await install_lifecycle(config, app)
     reloader = None
     if config.tls.enabled:
         from nimbus.tls.server import CertificateReloader, server_context
@@ -55,7 +58,9 @@ async def serve(config: RegistryConfig, reuse_port: bool = False, worker: int = 
     else:
         site = web.TCPSite(runner, config.host, config.port, reuse_port=reuse_port, backlog=1024)
     # The admin API first: once the OCI API answers, both are ready.
-    admin = await start_admin_server(config, app[SERVICES]) if config.grpc_listen else None
+    admin = None
+    if config.grpc_listen:
+        admin = await start_admin_server(config, app[SERVICES], app[METRICS])
     await site.start()
     log.info(
         "registry listening",
@@ -77,6 +82,7 @@ async def serve(config: RegistryConfig, reuse_port: bool = False, worker: int = 
             watcher.cancel()
         if admin is not None:
             await admin.stop(grace=2)
+        await lifecycle.close()
         await runner.cleanup()
 
 

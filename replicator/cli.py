@@ -6,7 +6,14 @@ import argparse
 from typing import Any
 
 from nimbus.config import load
-from nimbus.serviceflags import add_grpc_arguments, add_nats_arguments, grpc_flags, nats_flags
+from nimbus.serviceflags import (
+    add_grpc_arguments,
+    add_metrics_argument,
+    add_nats_arguments,
+    grpc_flags,
+    metrics_flags,
+    nats_flags,
+)
 from replicator.config import ReplicatorConfig
 
 
@@ -22,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--registry-tls-ca", help="CA bundle that verifies an https --registry")
     add_grpc_arguments(parser, "Replication", "127.0.0.1:50053")
+    add_metrics_argument(parser, "none; e.g. 127.0.0.1:9103")
     parser.add_argument("--instance", help="this replica's name in the status bucket")
     parser.add_argument("--log-level", help="debug, info, warning or error")
     parser.add_argument("--ack-wait", type=float, help="seconds before an unacked event moves (30)")
@@ -33,6 +41,7 @@ def flags(args: argparse.Namespace) -> dict[str, Any]:
     return {
         **nats_flags(args),
         **grpc_flags(args),
+        **metrics_flags(args),
         "kv_replicas": args.kv_replicas,
         "site": args.site,
         "source": {k: v for k, v in (("url", args.registry), ("tls_ca", args.registry_tls_ca)) if v}

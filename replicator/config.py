@@ -57,6 +57,8 @@ class ReplicatorConfig(NatsClientConfig):
     admin_token: str = ""
     grpc_tls_cert: str = ""
     grpc_tls_key: str = ""
+    # HOST:PORT of the Prometheus /metrics endpoint (e.g. 127.0.0.1:9103); "" serves none.
+    metrics_listen: str = ""
     log_level: str = "info"
     # Names this replica in the status bucket; host and pid by default.
     instance: str = ""
@@ -73,6 +75,8 @@ class ReplicatorConfig(NatsClientConfig):
             raise ConfigError("site: letters, digits, '-' and '_' only")
         self.grpc.validate("grpc")
         split_hostport(self.grpc_listen, "grpc_listen")
+        if self.metrics_listen:
+            split_hostport(self.metrics_listen, "metrics_listen")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError("log_level: one of debug, info, warning, error")
         if not self.source.url.startswith(("http://", "https://")):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 
 from nimbus.grpcserver import start_grpc_server
@@ -9,12 +11,15 @@ from proto.nimbus.v1 import registry_pb2_grpc as pb_grpc
 from registry.admin.servicer import SERVICE_NAME, RegistryAdmin
 from registry.auth.access import AccessPolicy
 from registry.config import RegistryConfig
+from registry.metrics import RegistryMetrics
 from registry.services import Services
-from registry.services.gc import GarbageCollector
+from registry.services.gc import GarbageCollector, GcStats
 from registry.services.inventory import InventoryService
 
 
-def registry_admin(config: RegistryConfig, services: Services) -> RegistryAdmin:
+def registry_admin(
+    config: RegistryConfig, services: Services, metrics: RegistryMetrics | None = None
+) -> RegistryAdmin:
     """The servicer over the OCI API's services, with the inventory and collector it needs."""
     inventory = InventoryService(services.driver, services.repositories, services.manifests)
     gc = GarbageCollector(
@@ -24,14 +29,27 @@ def registry_admin(config: RegistryConfig, services: Services) -> RegistryAdmin:
         grace_seconds=config.gc_grace,
         upload_max_age_seconds=config.gc_upload_max_age,
     )
+    if metrics is not None:
+        gc.on_finished = _count_gc(metrics)
     policy = None
     if config.auth.enabled:
         # Validated with the configuration; the same rules the OCI API applies.
         policy = AccessPolicy.from_config(config.auth.access, config.auth.groups)
-    return RegistryAdmin(services.manifests, inventory, gc, policy)
+    return RegistryAdmin(services.manifests, inventory, gc, policy, services.lifecycle)
 
 
-async def start_admin_server(config: RegistryConfig, services: Services) -> grpc.aio.Server:
-    admin = registry_admin(config, services)
+def _count_gc(metrics: RegistryMetrics) -> Callable[[str, GcStats], None]:
+    def finished(outcome: str, stats: GcStats) -> None:
+        metrics.run_finished("gc", outcome, stats.finished - stats.started)
+        if outcome == "completed":
+            metrics.gc_bytes_freed.inc(stats.bytes_freed)
+
+    return finished
+
+
+async def start_admin_server(
+    config: RegistryConfig, services: Services, metrics: RegistryMetrics | None = None
+) -> grpc.aio.Server:
+    admin = registry_admin(config, services, metrics)
     service = (pb_grpc.add_RegistryServicer_to_server, admin, SERVICE_NAME)
     return await start_grpc_server(config.grpc(), [service])

@@ -13,7 +13,7 @@ from registry.api.request import (
     query_value,
     repository_name,
 )
-from registry.api.state import services
+from registry.api.state import METRICS, services
 from registry.errors import ErrorCode, OCIError
 from registry.reference import Digest, validate_name
 from registry.services.blobs import BlobInfo
@@ -66,6 +66,7 @@ async def start_upload(request: web.Request) -> web.Response:
         info = await svc.uploads.monolithic(
             name, digest, body_stream(request), content_length(request), ctx
         )
+        request.app[METRICS].blob_uploaded(info.size)
         return _created(name, info)
     if has_body(request):
         raise OCIError(ErrorCode.BLOB_UPLOAD_INVALID, "a body needs ?digest= to be monolithic")
@@ -122,6 +123,7 @@ async def put_upload(request: web.Request) -> web.Response:
     except OCIError as error:
         await _add_position(request, name, error)
         raise
+    request.app[METRICS].blob_uploaded(info.size)
     return _created(name, info)
 
 

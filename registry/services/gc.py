@@ -25,7 +25,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
@@ -207,6 +207,8 @@ class GarbageCollector:
             grace_seconds=grace_seconds, upload_max_age_seconds=upload_max_age_seconds
         )
         self.last: GcStats | None = None
+        # Called once each run ends: (outcome: completed, dry_run or aborted, its stats).
+        self.on_finished: Callable[[str, GcStats], None] | None = None
         self._lock = asyncio.Lock()
         self._detached: set[asyncio.Task[None]] = set()
 
@@ -276,6 +278,8 @@ class GarbageCollector:
                     str(exc) if isinstance(exc, _Unreadable) else f"{type(exc).__name__}: {exc}"
                 )
                 aborted = CollectionAborted(reason, run.removed)
+                run.stats.finished = time.time()
+                self._finished("aborted", run.stats)
                 log.error(
                     "garbage collection stopped",
                     extra={"run": run.run_id, "reason": reason, "removed": len(run.removed)},
@@ -284,6 +288,7 @@ class GarbageCollector:
             run.stats.finished = time.time()
             if not options.dry_run:
                 self.last = replace(run.stats)
+            self._finished("dry_run" if options.dry_run else "completed", run.stats)
             verb = "would free" if options.dry_run else "freed"
             summary = (
                 f"{verb} {run.stats.bytes_freed} bytes: {run.stats.blobs_deleted} blobs, "
@@ -291,6 +296,10 @@ class GarbageCollector:
             )
             log.info("garbage collection finished", extra={"run": run.run_id, **vars(run.stats)})
             yield run.progress(Phase.DONE, summary)
+
+    def _finished(self, outcome: str, stats: GcStats) -> None:
+        if self.on_finished is not None:
+            self.on_finished(outcome, replace(stats))
 
     # -- mark ---------------------------------------------------------------------------
 
