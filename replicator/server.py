@@ -8,10 +8,12 @@ import signal
 
 from nimbus import logs
 from nimbus.grpcserver import start_grpc_server
+from nimbus.metrics import MetricsServer
 from nimbus.natsconn import connect
 from proto.nimbus.v1 import replication_pb2_grpc
 from replicator.api import ReplicationServicer
 from replicator.config import ReplicatorConfig
+from replicator.metrics import ReplicatorMetrics
 from replicator.service import open_service
 
 log = logging.getLogger("nimbus.replicator")
@@ -20,8 +22,11 @@ log = logging.getLogger("nimbus.replicator")
 async def serve(config: ReplicatorConfig) -> None:
     nc = await connect(config.nats_options(f"nimbus-replicator-{config.site}"))
     js = nc.jetstream()
-    service = await open_service(config, js)
+    metrics = ReplicatorMetrics()
+    service = await open_service(config, js, metrics)
     await service.start()
+    exporter = MetricsServer(metrics.registry, config.metrics_listen, [service.refresh_metrics])
+    await exporter.start()
     server = await start_grpc_server(
         config.grpc,
         [
@@ -45,6 +50,7 @@ async def serve(config: ReplicatorConfig) -> None:
     finally:
         log.info("replicator stopping")
         await server.stop(grace=2)
+        await exporter.stop()
         await service.stop()
         await nc.close()
 

@@ -24,6 +24,7 @@ from nimbus.oci.transport import Credentials, ssl_context
 from replicator.config import ReplicatorConfig
 from replicator.errors import FailureNotFound, InvalidRequest
 from replicator.failures import Failure, FailureStore
+from replicator.metrics import ReplicatorMetrics
 from replicator.peers import NAME_RE, Peer, PeerNotFoundError, PeerStore
 from replicator.status import PeerCounters, StatusBoard
 from replicator.sync import ReconcileLease, SyncProgress, reconcile_forever, sync
@@ -69,8 +70,10 @@ class ReplicationService:
         failures: FailureStore,
         status: StatusBoard,
         lease: ReconcileLease,
+        metrics: ReplicatorMetrics | None = None,
     ) -> None:
         self.config = config
+        self.metrics = metrics or ReplicatorMetrics()
         self.site = config.site
         self.js = js
         self.peers = peers
@@ -88,7 +91,12 @@ class ReplicationService:
         self._refresh_lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, config: ReplicatorConfig, js: JetStreamContext) -> ReplicationService:
+    async def open(
+        cls,
+        config: ReplicatorConfig,
+        js: JetStreamContext,
+        metrics: ReplicatorMetrics | None = None,
+    ) -> ReplicationService:
         replicas = config.kv_replicas
         status = await StatusBoard.open(js, config.site, config.instance, replicas)
         lease = ReconcileLease(status.kv, config.instance)
@@ -99,6 +107,7 @@ class ReplicationService:
             await FailureStore.open(js, config.site, replicas),
             status,
             lease,
+            metrics,
         )
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -148,6 +157,7 @@ class ReplicationService:
             failures=self.failures,
             status=self.status,
             settings=self.config.worker_settings,
+            metrics=self.metrics,
         )
         worker.start()
         reconcile = None
@@ -223,6 +233,7 @@ class ReplicationService:
         await delete_consumer(self.js, self.site, name)
         await self.failures.drop_peer(name)
         await self.status.drop_peer(name)
+        self.metrics.forget(name)
 
     # -- status and failures ------------------------------------------------------------
 
@@ -244,6 +255,13 @@ class ReplicationService:
                 )
             )
         return found
+
+    async def refresh_metrics(self) -> None:
+        """The gauges read when scraped: each peer's backlog in its consumer."""
+        names = list(self._workers)
+        found = await asyncio.gather(*(backlog(self.js, self.site, name) for name in names))
+        for name, (pending, unacked) in zip(names, found, strict=True):
+            self.metrics.peer_backlog(name, pending, unacked)
 
     async def list_failures(self, peer: str = "") -> list[Failure]:
         if peer:
@@ -284,9 +302,11 @@ class ReplicationService:
             yield progress
 
 
-async def open_service(config: ReplicatorConfig, js: JetStreamContext) -> ReplicationService:
+async def open_service(
+    config: ReplicatorConfig, js: JetStreamContext, metrics: ReplicatorMetrics | None = None
+) -> ReplicationService:
     # Buckets are made on first use by whichever replica starts first.
     await open_bucket(
         js, streams.site_bucket(streams.PEERS_BUCKET, config.site), replicas=config.kv_replicas
     )
-    return await ReplicationService.open(config, js)
+    return await ReplicationService.open(config, js, metrics)

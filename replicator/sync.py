@@ -18,6 +18,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from replicator.copier import SourceMissingError
+from replicator.metrics import RECONCILE_FAILED, RECONCILED
 from replicator.rules import DEFAULT_RULES, RuleAction, first_match
 from replicator.worker import Change, PeerWorker
 
@@ -157,7 +158,9 @@ async def reconcile_forever(worker: PeerWorker, lease: ReconcileLease) -> None:
                     "failed": last.failed,
                 },
             )
+            worker.metrics.reconciled(worker.peer.name, RECONCILED)
         except asyncio.CancelledError:
             raise
         except Exception as error:
+            worker.metrics.reconciled(worker.peer.name, RECONCILE_FAILED)
             log.warning("reconcile failed", extra={"peer": worker.peer.name, "error": repr(error)})

@@ -48,6 +48,7 @@ from nimbus.oci.headers import ORIGIN_SITE_HEADER
 from proto.nimbus.v1 import events_pb2
 from replicator.copier import DEFAULT_CHUNK_SIZE, Copier, CopyResult, MountHints, SourceMissingError
 from replicator.failures import Failure, FailureKind, FailureStore
+from replicator.metrics import COPIED, DELETED, PRESENT, ReplicatorMetrics
 from replicator.peers import Peer
 from replicator.rules import RuleAction, first_match
 from replicator.status import StatusBoard
@@ -156,8 +157,10 @@ class PeerWorker(LaneHandler[Change]):
         failures: FailureStore,
         status: StatusBoard,
         settings: WorkerSettings,
+        metrics: ReplicatorMetrics | None = None,
     ) -> None:
         self.peer = peer
+        self.metrics = metrics or ReplicatorMetrics()
         self.site = site
         self.js = js
         self.source = source
@@ -307,6 +310,7 @@ class PeerWorker(LaneHandler[Change]):
                     ) from None
                 raise
             self.status.deleted(self.peer.name, change.describe(), change.lag)
+            self.metrics.applied(self.peer.name, DELETED, lag=change.lag)
             return CopyResult(digest=change.digest)
         result = await self.copier.copy(
             change.repository,
@@ -317,6 +321,9 @@ class PeerWorker(LaneHandler[Change]):
         images = 1 if result.manifests_copied or result.tagged else 0
         self.status.success(
             self.peer.name, change.describe(), images, result.bytes_copied, change.lag
+        )
+        self.metrics.applied(
+            self.peer.name, COPIED if images else PRESENT, result.bytes_copied, change.lag
         )
         log.info(
             "replicated",
@@ -345,6 +352,7 @@ class PeerWorker(LaneHandler[Change]):
         if kind is FailureKind.INTERNAL:
             reason = f"internal error: {type(error).__name__}: {reason}"
         self.status.error(self.peer.name, f"{change.describe()}: {reason}")
+        self.metrics.failed(self.peer.name, kind.value)
         return await self.failures.record(
             Failure(
                 peer=self.peer.name,
@@ -371,6 +379,7 @@ class PeerWorker(LaneHandler[Change]):
             error = state.outcome.exception() if state.outcome else None
             reason = f"{change.describe()}: {error!r} (attempt {state.attempt_number}, retrying)"
             self.status.error(self.peer.name, reason)
+            self.metrics.retried(self.peer.name)
             if state.attempt_number in (1, 5) or state.attempt_number % 20 == 0:
                 log.warning(
                     "peer unreachable or busy, retrying",
