@@ -343,6 +343,38 @@ class ProxyConfig:
 
 
 @dataclass
+class LifecycleConfig:
+    """Immutable tags, quotas and retention (registry/lifecycle). The rules in `policies` seed
+    the copy kept in storage when it holds none; after that the stored rules (edited over
+    gRPC) win."""
+
+    # {immutable: [...], quotas: [...], retention: [...]}; see the README's Lifecycle section.
+    policies: dict[str, Any] = field(default_factory=dict)
+    # Seconds a replica reuses the stored rules before reading them again.
+    reload_interval: float = 5.0
+    # Seconds between writes of pull times (a crash loses at most this much of them).
+    pull_flush_interval: float = 60.0
+    # Seconds between scheduled retention runs; 0: only on demand.
+    retention_interval: float = 0.0
+    # Seconds a retention run holds its lease in storage without renewing it.
+    lease_ttl: float = 60.0
+
+    def validate(self) -> None:
+        from registry.lifecycle.rules import Policies, PolicyError
+
+        try:
+            Policies.parse(self.policies or None)
+        except PolicyError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.reload_interval < 0 or self.pull_flush_interval < 0:
+            raise ConfigError("lifecycle.reload_interval, pull_flush_interval: 0 or more seconds")
+        if self.retention_interval < 0:
+            raise ConfigError("lifecycle.retention_interval: 0 (off) or more seconds")
+        if self.lease_ttl < 1:
+            raise ConfigError("lifecycle.lease_ttl: at least 1 second")
+
+
+@dataclass
 class RegistryConfig:
     listen: str = "127.0.0.1:5000"
     data_dir: str = "./data"
@@ -365,6 +397,7 @@ class RegistryConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     # The gRPC admin API (nimbus.v1.Registry, health, reflection); "" turns it off.
     grpc_listen: str = "127.0.0.1:50051"
     # When set, every gRPC call needs `authorization: Bearer <token>` (NIMBUS_ADMIN_TOKEN).
@@ -398,6 +431,7 @@ class RegistryConfig:
             self.link_cache_ttl = 1.0 if sole_writer else 0.0
         self.auth.validate()
         self.proxy.validate()
+        self.lifecycle.validate()
 
     def grpc(self) -> GrpcServerConfig:
         return GrpcServerConfig(

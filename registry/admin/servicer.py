@@ -11,10 +11,16 @@ import grpc
 from nimbus.grpcerrors import Context, error_mapper, stream_error_mapper
 from proto.nimbus.v1 import registry_pb2 as pb
 from proto.nimbus.v1 import registry_pb2_grpc as pb_grpc
+from registry.admin import lifecycle as lifecycle_messages
 from registry.admin import messages
 from registry.auth.access import AccessPolicy
 from registry.context import RequestContext
 from registry.errors import ErrorCode, OCIError
+from registry.lifecycle import Lifecycle
+from registry.lifecycle.lease import LeaseHeld
+from registry.lifecycle.retention import UnknownRule
+from registry.lifecycle.rules import PolicyError
+from registry.lifecycle.store import PolicyConflict
 from registry.reference import Digest, validate_name, validate_tag
 from registry.services.gc import CollectionAborted, CollectionRunning, GarbageCollector
 from registry.services.inventory import InventoryService, RepositoryQuery
@@ -46,6 +52,10 @@ _CODES = [
     (OCIError, _oci_status),
     (CollectionRunning, grpc.StatusCode.FAILED_PRECONDITION),
     (CollectionAborted, grpc.StatusCode.ABORTED),
+    (PolicyError, grpc.StatusCode.INVALID_ARGUMENT),
+    (UnknownRule, grpc.StatusCode.INVALID_ARGUMENT),
+    (PolicyConflict, grpc.StatusCode.ABORTED),
+    (LeaseHeld, grpc.StatusCode.FAILED_PRECONDITION),
 ]
 
 
@@ -95,12 +105,15 @@ class RegistryAdmin(pb_grpc.RegistryServicer):  # type: ignore[misc]
         inventory: InventoryService,
         gc: GarbageCollector,
         policy: AccessPolicy | None = None,
+        lifecycle: Lifecycle | None = None,
     ) -> None:
         self.manifests = manifests
         self.inventory = inventory
         self.gc = gc
         # The OCI API's access rules; None when it runs without authentication.
         self.policy = policy
+        # Immutable tags, quotas and retention; None when not installed (no rules apply).
+        self.lifecycle = lifecycle
 
     def _visible(self, request: Any) -> Callable[[str], bool] | None:
         """What `pullable_by` lets through: None for everything."""
@@ -186,4 +199,39 @@ class RegistryAdmin(pb_grpc.RegistryServicer):  # type: ignore[misc]
 
     @_mapped
     async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.RegistryStats:
-        return messages.stats(await self.inventory.stats(), self.gc.last)
+        stats = messages.stats(await self.inventory.stats(), self.gc.last)
+        if self.lifecycle is not None:
+            names = await self.inventory.repositories.all_repositories()
+            for usage in await self.lifecycle.quota_usage(names):
+                stats.quotas.append(lifecycle_messages.quota_usage(usage))
+        return stats
+
+    def _lifecycle(self) -> Lifecycle:
+        if self.lifecycle is None:
+            raise OCIError(ErrorCode.UNSUPPORTED, "the lifecycle rules are not available here")
+        return self.lifecycle
+
+    @_mapped
+    async def GetLifecyclePolicies(
+        self, request: pb.GetLifecyclePoliciesRequest, context: Context
+    ) -> pb.LifecyclePolicies:
+        stored = await self._lifecycle().store.document(fresh=True)
+        return lifecycle_messages.policies(stored)
+
+    @_mapped
+    async def SetLifecyclePolicies(
+        self, request: pb.SetLifecyclePoliciesRequest, context: Context
+    ) -> pb.LifecyclePolicies:
+        policies = lifecycle_messages.parse_policies(request.policies)
+        stored = await self._lifecycle().store.replace(policies, request.expected_revision)
+        return lifecycle_messages.policies(stored)
+
+    @_mapped_stream
+    async def RunRetention(
+        self, request: pb.RunRetentionRequest, context: Context
+    ) -> AsyncIterator[pb.RetentionProgress]:
+        retention = self._lifecycle().retention
+        if retention is None:
+            raise OCIError(ErrorCode.UNSUPPORTED, "retention is not available here")
+        async for progress in retention.run_detached(request.dry_run, list(request.rules)):
+            yield lifecycle_messages.retention_progress(progress)

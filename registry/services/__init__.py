@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from registry.events.sink import EventSink, NullSink
 from registry.services.blobs import BlobService
@@ -10,6 +11,9 @@ from registry.services.manifests import ManifestService
 from registry.services.repositories import RepositoryService
 from registry.services.uploads import UploadService
 from registry.storage.driver import StorageDriver
+
+if TYPE_CHECKING:
+    from registry.lifecycle import Lifecycle
 
 
 @dataclass
@@ -20,6 +24,15 @@ class Services:
     manifests: ManifestService
     repositories: RepositoryService
     events: EventSink
+    # Immutable tags, quotas, pull times and retention; None until installed.
+    lifecycle: Lifecycle | None = None
+
+    def install_lifecycle(self, lifecycle: Lifecycle) -> None:
+        """The lifecycle rules apply to every push, delete and pull from now on."""
+        self.lifecycle = lifecycle
+        self.manifests.hooks = lifecycle
+        self.uploads.hooks = lifecycle
+        self.blobs.hooks = lifecycle
 
     @classmethod
     def build(

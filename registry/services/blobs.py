@@ -9,6 +9,7 @@ from nimbus.oci.mediatypes import OCTET_STREAM
 from registry.context import RequestContext
 from registry.errors import ErrorCode, OCIError
 from registry.events.sink import Action, EventSink, NullSink, RegistryEvent
+from registry.lifecycle.hooks import NO_HOOKS, LifecycleHooks
 from registry.reference import Digest
 from registry.storage import paths
 from registry.storage.driver import PathNotFoundError, StorageDriver
@@ -29,6 +30,8 @@ class BlobService:
     def __init__(self, driver: StorageDriver, events: EventSink | None = None) -> None:
         self.driver = driver
         self.events: EventSink = events or NullSink()
+        # Quotas (registry.lifecycle): a mount adds the blob to the repository's usage.
+        self.hooks: LifecycleHooks = NO_HOOKS
 
     async def exists_in(self, name: str, digest: Digest) -> bool:
         if await self.driver.stat(paths.layer_link(name, digest)) is None:
@@ -69,7 +72,9 @@ class BlobService:
         """Link a blob another repository has; None when that repository does not have it."""
         if not await self.exists_in(from_name, digest):
             return None
-        await self.link(name, digest)
+        source = await self.stat(from_name, digest)
+        async with self.hooks.linking_blob(name, digest, source.size):
+            await self.link(name, digest)
         info = await self.stat(name, digest)
         await self.events.emit(
             RegistryEvent(

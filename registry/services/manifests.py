@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import OrderedDict
@@ -20,6 +21,7 @@ from nimbus.oci.referrers import referrer_descriptor
 from registry.context import RequestContext
 from registry.errors import ErrorCode, OCIError
 from registry.events.sink import Action, EventSink, NullSink, RegistryEvent
+from registry.lifecycle.hooks import NO_HOOKS, LifecycleHooks
 from registry.reference import Digest, is_digest, is_tag, validate_tag
 from registry.services.blobs import BlobService
 from registry.storage import paths
@@ -134,6 +136,8 @@ class ManifestService:
         self.blobs = blobs
         self.events: EventSink = events or NullSink()
         self.emit_pulls = emit_pulls
+        # Immutable tags, quotas and pull times (registry.lifecycle); none by default.
+        self.hooks: LifecycleHooks = NO_HOOKS
         self._cache = _ContentCache(CACHE_BYTES)
         # Tags and revisions resolved recently: the hot path of every pull.
         self._tags = _TTLCache(link_cache_ttl)
@@ -197,6 +201,8 @@ class ManifestService:
                 f"manifest is {manifest.media_type}, which the Accept header does not allow",
                 detail={"reference": reference},
             )
+        if count_pull:
+            self.hooks.pulled(name, manifest.digest, "" if is_digest(reference) else reference)
         if count_pull and self.emit_pulls:
             await self.events.emit(
                 RegistryEvent(
@@ -252,15 +258,21 @@ class ManifestService:
         else:
             subject = await self._verify_references(name, document)
 
-        await self.driver.put_content(paths.blob_data(digest), data)
-        await self.driver.put_content(paths.revision_link(name, digest), str(digest).encode())
-        if subject is not None:
-            await self._record_referrer(name, subject, digest, document, len(data))
-        # The tag last: a reader never sees a tag whose manifest is not stored.
-        self._revisions.put((name, str(digest)), str(digest))
-        if tag:
-            await self.driver.put_content(paths.tag_link(name, tag), str(digest).encode())
-            self._tags.put((name, tag), str(digest))
+        guard = (
+            contextlib.nullcontext()
+            if from_upstream
+            else self.hooks.putting_manifest(name, tag, digest, len(data))
+        )
+        async with guard:
+            await self.driver.put_content(paths.blob_data(digest), data)
+            await self.driver.put_content(paths.revision_link(name, digest), str(digest).encode())
+            if subject is not None:
+                await self._record_referrer(name, subject, digest, document, len(data))
+            # The tag last: a reader never sees a tag whose manifest is not stored.
+            self._revisions.put((name, str(digest)), str(digest))
+            if tag:
+                await self.driver.put_content(paths.tag_link(name, tag), str(digest).encode())
+                self._tags.put((name, tag), str(digest))
         manifest = Manifest(digest, media_type, data)
         self._cache.put(manifest)
         if not from_upstream:
@@ -314,7 +326,9 @@ class ManifestService:
             return
         digest = Digest.parse(reference)
         manifest = await self.get(name, reference, [], ctx, count_pull=False)
-        for tag in await self.tags_of(name, digest):
+        tags = await self.tags_of(name, digest)
+        await self.hooks.deleting(name, tags)
+        for tag in tags:
             self._tags.drop((name, tag))
             await self.driver.delete(paths.tag_dir(name, tag))
         self._revisions.drop((name, str(digest)))
@@ -336,6 +350,7 @@ class ManifestService:
     async def _delete_tag(self, name: str, tag: str, ctx: RequestContext) -> None:
         self._tags.drop((name, tag))
         digest = await self.resolve(name, tag)
+        await self.hooks.deleting(name, [tag])
         self._tags.drop((name, tag))
         try:
             await self.driver.delete(paths.tag_dir(name, tag))

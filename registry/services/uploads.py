@@ -16,6 +16,7 @@ from nimbus.oci.mediatypes import OCTET_STREAM
 from registry.context import RequestContext
 from registry.errors import ErrorCode, OCIError
 from registry.events.sink import Action, EventSink, NullSink, RegistryEvent
+from registry.lifecycle.hooks import NO_HOOKS, LifecycleHooks
 from registry.reference import Digest
 from registry.services.blobs import BlobInfo, BlobService
 from registry.storage import paths
@@ -58,6 +59,8 @@ class UploadService:
         self._hashes: OrderedDict[str, _HashState] = OrderedDict()
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.on_complete: Callable[[float], None] | None = None
+        # Quotas (registry.lifecycle): an upload that cannot fit is refused, and removed.
+        self.hooks: LifecycleHooks = NO_HOOKS
 
     @staticmethod
     def _check_id(upload_id: str) -> None:
@@ -100,7 +103,16 @@ class UploadService:
     ) -> UploadStatus:
         """Append one chunk. A chunk that fails half-way is cut off again: all or nothing."""
         async with self._lock(upload_id):
-            return await self._append(name, upload_id, body, content_range, content_length)
+            try:
+                return await self._append(name, upload_id, body, content_range, content_length)
+            except OCIError as error:
+                await self._forget_refused(name, upload_id, error)
+                raise
+
+    async def _forget_refused(self, name: str, upload_id: str, error: OCIError) -> None:
+        """A push refused by a quota keeps nothing it stored."""
+        if error.error is ErrorCode.DENIED:
+            await self._forget(name, upload_id)
 
     async def _append(
         self,
@@ -128,8 +140,12 @@ class UploadService:
                     )
                 # A streamed chunk (no Content-Length) must still be exactly its range.
                 content_length = last - first + 1
+            if content_length is not None:
+                await self.hooks.admitting(name, start + content_length)
             await self._write(upload_id, writer, body, start, content_length)
             size = writer.size
+            if content_length is None:
+                await self.hooks.admitting(name, size)
         finally:
             await writer.close()
         return UploadStatus(name, upload_id, size)
@@ -183,9 +199,13 @@ class UploadService:
 
         ``quiet``: no push event and no upload timing (a cache fill from an upstream)."""
         async with self._lock(upload_id):
-            return await self._complete(
-                name, upload_id, digest, body, ctx, content_length, content_range, quiet
-            )
+            try:
+                return await self._complete(
+                    name, upload_id, digest, body, ctx, content_length, content_range, quiet
+                )
+            except OCIError as error:
+                await self._forget_refused(name, upload_id, error)
+                raise
 
     async def _complete(
         self,
@@ -217,10 +237,11 @@ class UploadService:
             )
         # Link before looking for the data: a garbage collection setting an unreferenced copy
         # aside either sees this fresh link and puts it back, or is seen here as missing data.
-        await self.blobs.link(name, digest)
         blob_path = paths.blob_data(digest)
-        if await self.driver.stat(blob_path) is None:
-            await self.driver.move(data_path, blob_path)
+        async with self.hooks.linking_blob(name, digest, status.size):
+            await self.blobs.link(name, digest)
+            if await self.driver.stat(blob_path) is None:
+                await self.driver.move(data_path, blob_path)
         await self._forget(name, upload_id)
         if self.on_complete is not None and not quiet:
             self.on_complete(time.monotonic() - started)
@@ -247,6 +268,9 @@ class UploadService:
         content_length: int | None,
         ctx: RequestContext,
     ) -> BlobInfo:
+        if content_length is not None:
+            # Refused before anything is stored.
+            await self.hooks.admitting(name, content_length, digest)
         status = await self.start(name)
         try:
             return await self.complete(

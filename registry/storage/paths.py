@@ -9,6 +9,9 @@
     _gc/trash/<run>/<alg>-<hex>                                blob set aside by a collection
     _proxy/content/<alg>/<hex[:2]>/<hex>                       content filled from an upstream
     _proxy/repositories/<name>/_tags/<tag>                     when a cached tag was fetched
+    _lifecycle/policies.json                                   immutable, quota, retention rules
+    _lifecycle/leases/<job>                                    which replica runs a job, until when
+    _lifecycle/pulls/<name>/_pulled/<alg>-<hex>                last pull of a manifest and its tags
 
 Name components start with [a-z0-9], so the underscore directories never collide with names.
 """
@@ -25,6 +28,7 @@ UPLOADS = "_uploads"
 REFERRERS = "_referrers"
 GC_TRASH = "_gc/trash"
 PROXY = "_proxy"
+LIFECYCLE = "_lifecycle"
 # A directory holding any of these is a repository. Upload sessions alone are not: a
 # refused or cancelled push must not bring a repository into being.
 REPOSITORY_MARKERS = frozenset({LAYERS, MANIFESTS})
@@ -110,3 +114,17 @@ def proxy_content(digest: Digest) -> str:
 def proxy_tag(name: str, tag: str) -> str:
     """The record of a cached tag: its digest and when it was fetched from the upstream."""
     return f"{PROXY}/{REPOSITORIES}/{name}/_tags/{tag}"
+
+
+def lifecycle_policies() -> str:
+    """The one stored document of lifecycle rules, shared by every replica."""
+    return f"{LIFECYCLE}/policies.json"
+
+
+def lifecycle_lease(job: str) -> str:
+    return f"{LIFECYCLE}/leases/{job}"
+
+
+def pull_record(name: str, digest: Digest) -> str:
+    """When a manifest of a repository was last pulled (and by which tags)."""
+    return f"{LIFECYCLE}/pulls/{name}/_pulled/{digest.algorithm}-{digest.hex}"

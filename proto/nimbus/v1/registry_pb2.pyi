@@ -294,7 +294,7 @@ class GetStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class RegistryStats(_message.Message):
-    __slots__ = ("repositories", "tags", "manifests", "blobs", "blob_bytes", "uploads_in_progress", "last_gc")
+    __slots__ = ("repositories", "tags", "manifests", "blobs", "blob_bytes", "uploads_in_progress", "last_gc", "quotas")
     REPOSITORIES_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     MANIFESTS_FIELD_NUMBER: _ClassVar[int]
@@ -302,6 +302,7 @@ class RegistryStats(_message.Message):
     BLOB_BYTES_FIELD_NUMBER: _ClassVar[int]
     UPLOADS_IN_PROGRESS_FIELD_NUMBER: _ClassVar[int]
     LAST_GC_FIELD_NUMBER: _ClassVar[int]
+    QUOTAS_FIELD_NUMBER: _ClassVar[int]
     repositories: int
     tags: int
     manifests: int
@@ -309,4 +310,165 @@ class RegistryStats(_message.Message):
     blob_bytes: int
     uploads_in_progress: int
     last_gc: GarbageCollectStats
-    def __init__(self, repositories: _Optional[int] = ..., tags: _Optional[int] = ..., manifests: _Optional[int] = ..., blobs: _Optional[int] = ..., blob_bytes: _Optional[int] = ..., uploads_in_progress: _Optional[int] = ..., last_gc: _Optional[_Union[GarbageCollectStats, _Mapping]] = ...) -> None: ...
+    quotas: _containers.RepeatedCompositeFieldContainer[QuotaUsage]
+    def __init__(self, repositories: _Optional[int] = ..., tags: _Optional[int] = ..., manifests: _Optional[int] = ..., blobs: _Optional[int] = ..., blob_bytes: _Optional[int] = ..., uploads_in_progress: _Optional[int] = ..., last_gc: _Optional[_Union[GarbageCollectStats, _Mapping]] = ..., quotas: _Optional[_Iterable[_Union[QuotaUsage, _Mapping]]] = ...) -> None: ...
+
+class QuotaUsage(_message.Message):
+    __slots__ = ("repository", "rule", "bytes_used", "bytes_limit", "tags_used", "tags_limit")
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_USED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    TAGS_USED_FIELD_NUMBER: _ClassVar[int]
+    TAGS_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    repository: str
+    rule: str
+    bytes_used: int
+    bytes_limit: int
+    tags_used: int
+    tags_limit: int
+    def __init__(self, repository: _Optional[str] = ..., rule: _Optional[str] = ..., bytes_used: _Optional[int] = ..., bytes_limit: _Optional[int] = ..., tags_used: _Optional[int] = ..., tags_limit: _Optional[int] = ...) -> None: ...
+
+class ImmutableTagRule(_message.Message):
+    __slots__ = ("name", "pattern")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PATTERN_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    pattern: str
+    def __init__(self, name: _Optional[str] = ..., pattern: _Optional[str] = ...) -> None: ...
+
+class QuotaRule(_message.Message):
+    __slots__ = ("name", "repositories", "bytes", "tags")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORIES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    repositories: str
+    bytes: int
+    tags: int
+    def __init__(self, name: _Optional[str] = ..., repositories: _Optional[str] = ..., bytes: _Optional[int] = ..., tags: _Optional[int] = ...) -> None: ...
+
+class RetentionRule(_message.Message):
+    __slots__ = ("name", "repositories", "keep_last", "pushed_within", "pulled_within", "keep_tags", "untagged_older_than")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORIES_FIELD_NUMBER: _ClassVar[int]
+    KEEP_LAST_FIELD_NUMBER: _ClassVar[int]
+    PUSHED_WITHIN_FIELD_NUMBER: _ClassVar[int]
+    PULLED_WITHIN_FIELD_NUMBER: _ClassVar[int]
+    KEEP_TAGS_FIELD_NUMBER: _ClassVar[int]
+    UNTAGGED_OLDER_THAN_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    repositories: str
+    keep_last: int
+    pushed_within: _duration_pb2.Duration
+    pulled_within: _duration_pb2.Duration
+    keep_tags: _containers.RepeatedScalarFieldContainer[str]
+    untagged_older_than: _duration_pb2.Duration
+    def __init__(self, name: _Optional[str] = ..., repositories: _Optional[str] = ..., keep_last: _Optional[int] = ..., pushed_within: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., pulled_within: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., keep_tags: _Optional[_Iterable[str]] = ..., untagged_older_than: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class LifecyclePolicies(_message.Message):
+    __slots__ = ("immutable", "quotas", "retention", "revision", "updated", "source")
+    IMMUTABLE_FIELD_NUMBER: _ClassVar[int]
+    QUOTAS_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    immutable: _containers.RepeatedCompositeFieldContainer[ImmutableTagRule]
+    quotas: _containers.RepeatedCompositeFieldContainer[QuotaRule]
+    retention: _containers.RepeatedCompositeFieldContainer[RetentionRule]
+    revision: int
+    updated: _timestamp_pb2.Timestamp
+    source: str
+    def __init__(self, immutable: _Optional[_Iterable[_Union[ImmutableTagRule, _Mapping]]] = ..., quotas: _Optional[_Iterable[_Union[QuotaRule, _Mapping]]] = ..., retention: _Optional[_Iterable[_Union[RetentionRule, _Mapping]]] = ..., revision: _Optional[int] = ..., updated: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[str] = ...) -> None: ...
+
+class GetLifecyclePoliciesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SetLifecyclePoliciesRequest(_message.Message):
+    __slots__ = ("policies", "expected_revision")
+    POLICIES_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_REVISION_FIELD_NUMBER: _ClassVar[int]
+    policies: LifecyclePolicies
+    expected_revision: int
+    def __init__(self, policies: _Optional[_Union[LifecyclePolicies, _Mapping]] = ..., expected_revision: _Optional[int] = ...) -> None: ...
+
+class RunRetentionRequest(_message.Message):
+    __slots__ = ("dry_run", "rules")
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    dry_run: bool
+    rules: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, dry_run: _Optional[bool] = ..., rules: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RetentionItem(_message.Message):
+    __slots__ = ("kind", "repository", "tag", "digest", "size", "rule")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[RetentionItem.Kind]
+        TAG: _ClassVar[RetentionItem.Kind]
+        MANIFEST: _ClassVar[RetentionItem.Kind]
+    KIND_UNSPECIFIED: RetentionItem.Kind
+    TAG: RetentionItem.Kind
+    MANIFEST: RetentionItem.Kind
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    kind: RetentionItem.Kind
+    repository: str
+    tag: str
+    digest: str
+    size: int
+    rule: str
+    def __init__(self, kind: _Optional[_Union[RetentionItem.Kind, str]] = ..., repository: _Optional[str] = ..., tag: _Optional[str] = ..., digest: _Optional[str] = ..., size: _Optional[int] = ..., rule: _Optional[str] = ...) -> None: ...
+
+class RetentionStats(_message.Message):
+    __slots__ = ("repositories", "tags_kept", "tags_deleted", "manifests_deleted", "bytes_freed", "skipped", "started", "finished")
+    REPOSITORIES_FIELD_NUMBER: _ClassVar[int]
+    TAGS_KEPT_FIELD_NUMBER: _ClassVar[int]
+    TAGS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    MANIFESTS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FREED_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    repositories: int
+    tags_kept: int
+    tags_deleted: int
+    manifests_deleted: int
+    bytes_freed: int
+    skipped: int
+    started: _timestamp_pb2.Timestamp
+    finished: _timestamp_pb2.Timestamp
+    def __init__(self, repositories: _Optional[int] = ..., tags_kept: _Optional[int] = ..., tags_deleted: _Optional[int] = ..., manifests_deleted: _Optional[int] = ..., bytes_freed: _Optional[int] = ..., skipped: _Optional[int] = ..., started: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class RetentionProgress(_message.Message):
+    __slots__ = ("phase", "message", "item", "stats", "dry_run")
+    class Phase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        PHASE_UNSPECIFIED: _ClassVar[RetentionProgress.Phase]
+        PLAN: _ClassVar[RetentionProgress.Phase]
+        DELETE_TAGS: _ClassVar[RetentionProgress.Phase]
+        DELETE_MANIFESTS: _ClassVar[RetentionProgress.Phase]
+        DONE: _ClassVar[RetentionProgress.Phase]
+    PHASE_UNSPECIFIED: RetentionProgress.Phase
+    PLAN: RetentionProgress.Phase
+    DELETE_TAGS: RetentionProgress.Phase
+    DELETE_MANIFESTS: RetentionProgress.Phase
+    DONE: RetentionProgress.Phase
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    phase: RetentionProgress.Phase
+    message: str
+    item: RetentionItem
+    stats: RetentionStats
+    dry_run: bool
+    def __init__(self, phase: _Optional[_Union[RetentionProgress.Phase, str]] = ..., message: _Optional[str] = ..., item: _Optional[_Union[RetentionItem, _Mapping]] = ..., stats: _Optional[_Union[RetentionStats, _Mapping]] = ..., dry_run: _Optional[bool] = ...) -> None: ...

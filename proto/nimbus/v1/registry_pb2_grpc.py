@@ -69,6 +69,21 @@ class RegistryStub:
                 request_serializer=proto_dot_nimbus_dot_v1_dot_registry__pb2.GetStatsRequest.SerializeToString,
                 response_deserializer=proto_dot_nimbus_dot_v1_dot_registry__pb2.RegistryStats.FromString,
                 _registered_method=True)
+        self.GetLifecyclePolicies = channel.unary_unary(
+                '/nimbus.v1.Registry/GetLifecyclePolicies',
+                request_serializer=proto_dot_nimbus_dot_v1_dot_registry__pb2.GetLifecyclePoliciesRequest.SerializeToString,
+                response_deserializer=proto_dot_nimbus_dot_v1_dot_registry__pb2.LifecyclePolicies.FromString,
+                _registered_method=True)
+        self.SetLifecyclePolicies = channel.unary_unary(
+                '/nimbus.v1.Registry/SetLifecyclePolicies',
+                request_serializer=proto_dot_nimbus_dot_v1_dot_registry__pb2.SetLifecyclePoliciesRequest.SerializeToString,
+                response_deserializer=proto_dot_nimbus_dot_v1_dot_registry__pb2.LifecyclePolicies.FromString,
+                _registered_method=True)
+        self.RunRetention = channel.unary_stream(
+                '/nimbus.v1.Registry/RunRetention',
+                request_serializer=proto_dot_nimbus_dot_v1_dot_registry__pb2.RunRetentionRequest.SerializeToString,
+                response_deserializer=proto_dot_nimbus_dot_v1_dot_registry__pb2.RetentionProgress.FromString,
+                _registered_method=True)
 
 
 class RegistryServicer:
@@ -125,6 +140,30 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetLifecyclePolicies(self, request, context):
+        """The lifecycle rules (immutable tags, quotas, retention) every replica applies. They are
+        stored once, in the registry's storage; the YAML's lifecycle.policies only seeds them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetLifecyclePolicies(self, request, context):
+        """Replaces every rule at once; INVALID_ARGUMENT names the rule and field that are wrong,
+        ABORTED when expected_revision is set and the stored rules are another revision.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunRetention(self, request, context):
+        """Applies the retention rules now (or reports what that would delete, dry_run), streaming
+        each deletion; one run at a time across replicas (FAILED_PRECONDITION while another runs).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -162,6 +201,21 @@ def add_RegistryServicer_to_server(servicer, server):
                     servicer.GetStats,
                     request_deserializer=proto_dot_nimbus_dot_v1_dot_registry__pb2.GetStatsRequest.FromString,
                     response_serializer=proto_dot_nimbus_dot_v1_dot_registry__pb2.RegistryStats.SerializeToString,
+            ),
+            'GetLifecyclePolicies': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLifecyclePolicies,
+                    request_deserializer=proto_dot_nimbus_dot_v1_dot_registry__pb2.GetLifecyclePoliciesRequest.FromString,
+                    response_serializer=proto_dot_nimbus_dot_v1_dot_registry__pb2.LifecyclePolicies.SerializeToString,
+            ),
+            'SetLifecyclePolicies': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetLifecyclePolicies,
+                    request_deserializer=proto_dot_nimbus_dot_v1_dot_registry__pb2.SetLifecyclePoliciesRequest.FromString,
+                    response_serializer=proto_dot_nimbus_dot_v1_dot_registry__pb2.LifecyclePolicies.SerializeToString,
+            ),
+            'RunRetention': grpc.unary_stream_rpc_method_handler(
+                    servicer.RunRetention,
+                    request_deserializer=proto_dot_nimbus_dot_v1_dot_registry__pb2.RunRetentionRequest.FromString,
+                    response_serializer=proto_dot_nimbus_dot_v1_dot_registry__pb2.RetentionProgress.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -353,6 +407,87 @@ class Registry:
             '/nimbus.v1.Registry/GetStats',
             proto_dot_nimbus_dot_v1_dot_registry__pb2.GetStatsRequest.SerializeToString,
             proto_dot_nimbus_dot_v1_dot_registry__pb2.RegistryStats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLifecyclePolicies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nimbus.v1.Registry/GetLifecyclePolicies',
+            proto_dot_nimbus_dot_v1_dot_registry__pb2.GetLifecyclePoliciesRequest.SerializeToString,
+            proto_dot_nimbus_dot_v1_dot_registry__pb2.LifecyclePolicies.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetLifecyclePolicies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nimbus.v1.Registry/SetLifecyclePolicies',
+            proto_dot_nimbus_dot_v1_dot_registry__pb2.SetLifecyclePoliciesRequest.SerializeToString,
+            proto_dot_nimbus_dot_v1_dot_registry__pb2.LifecyclePolicies.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunRetention(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/nimbus.v1.Registry/RunRetention',
+            proto_dot_nimbus_dot_v1_dot_registry__pb2.RunRetentionRequest.SerializeToString,
+            proto_dot_nimbus_dot_v1_dot_registry__pb2.RetentionProgress.FromString,
             options,
             channel_credentials,
             insecure,
