@@ -24,6 +24,7 @@ from registry.storage.driver import FileWriter, PathNotFoundError, StorageDriver
 
 # Writes and hashing go to threads in batches this large: few hops, bounded memory.
 WRITE_BATCH = 1 << 20
+INLINE_HASH_BYTES = 64 << 10
 MAX_CACHED_HASHERS = 1024
 UUID_HEX_LENGTH = 32
 
@@ -121,9 +122,12 @@ class UploadService:
         body: AsyncIterator[bytes],
         content_range: tuple[int, int] | None,
         content_length: int | None,
+        commit: bool = False,
     ) -> UploadStatus:
+        """``commit``: the last chunk, committed by the writer that wrote it."""
         await self.status(name, upload_id)
         writer = await self.driver.writer(paths.upload_data(name, upload_id), append=True)
+        committed = False
         try:
             start = writer.size
             if content_range is not None:
@@ -146,8 +150,12 @@ class UploadService:
             size = writer.size
             if content_length is None:
                 await self.hooks.admitting(name, size)
+            if commit:
+                await writer.commit()
+                committed = True
         finally:
-            await writer.close()
+            if not committed:
+                await writer.close()
         return UploadStatus(name, upload_id, size)
 
     async def _write(
@@ -164,7 +172,12 @@ class UploadService:
             state = None
         try:
             async for batch in _batches(body, WRITE_BATCH):
-                if state is not None:
+                if state is not None and len(batch) <= INLINE_HASH_BYTES:
+                    # Hashing this little costs less than a thread hop (about 10 us).
+                    state.hasher.update(batch)
+                    state.offset += len(batch)
+                    await writer.write(batch)
+                elif state is not None:
                     # Hash and write in two threads at once: both release the GIL.
                     await asyncio.gather(
                         asyncio.to_thread(state.hasher.update, batch), writer.write(batch)
@@ -219,14 +232,17 @@ class UploadService:
         quiet: bool = False,
     ) -> BlobInfo:
         started = time.monotonic()
-        status = await self.status(name, upload_id)
-        if body is not None:
-            status = await self._append(name, upload_id, body, content_range, content_length)
         data_path = paths.upload_data(name, upload_id)
         # Commit before hashing: an object store reads a file's bytes only once committed (and
         # committing a file no chunk reached makes it, empty).
-        writer = await self.driver.writer(data_path, append=True)
-        await writer.commit()
+        if body is not None:
+            status = await self._append(
+                name, upload_id, body, content_range, content_length, commit=True
+            )
+        else:
+            status = await self.status(name, upload_id)
+            writer = await self.driver.writer(data_path, append=True)
+            await writer.commit()
         actual = await self._digest_of(name, upload_id, digest.algorithm, status.size)
         if actual != digest.hex:
             await self.cancel(name, upload_id)
@@ -245,7 +261,8 @@ class UploadService:
         await self._forget(name, upload_id)
         if self.on_complete is not None and not quiet:
             self.on_complete(time.monotonic() - started)
-        info = await self.blobs.stat(name, digest)
+        # Linked, and its data is in place with the size just hashed: no need to look again.
+        info = BlobInfo(digest, status.size, self.driver.local_path(blob_path))
         if self.emit_blob_events and not quiet:
             await self.events.emit(
                 RegistryEvent(

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from stat import S_ISDIR
 from typing import Any, TypeVar
 
 from registry.storage.driver import FileInfo, FileWriter, PathNotFoundError, StorageDriver
@@ -45,10 +46,10 @@ class FilesystemDriver(StorageDriver):
 
         def _stat() -> FileInfo | None:
             try:
-                st = full.stat()
+                st = os.stat(full)
             except (FileNotFoundError, NotADirectoryError):
                 return None
-            return FileInfo(path, st.st_size, st.st_mtime_ns, full.is_dir())
+            return FileInfo(path, st.st_size, st.st_mtime_ns, S_ISDIR(st.st_mode))
 
         result: FileInfo | None = await self._run(_stat)
         return result
@@ -102,12 +103,12 @@ class FilesystemDriver(StorageDriver):
     async def writer(self, path: str, append: bool = False) -> FileWriter:
         full = self._full(path)
 
-        def _open() -> Any:
+        def _open() -> tuple[Any, int]:
             full.parent.mkdir(parents=True, exist_ok=True)
-            return open(full, "ab" if append else "wb")
+            f = open(full, "ab" if append else "wb")
+            return f, os.fstat(f.fileno()).st_size
 
-        f = await self._run(_open)
-        size = (await self._run(os.fstat, f.fileno())).st_size
+        f, size = await self._run(_open)
         return _FilesystemWriter(self, f, size)
 
     async def move(self, source: str, destination: str) -> None:
