@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -34,9 +35,12 @@ class BlobService:
         self.hooks: LifecycleHooks = NO_HOOKS
 
     async def exists_in(self, name: str, digest: Digest) -> bool:
-        if await self.driver.stat(paths.layer_link(name, digest)) is None:
-            return False
-        return await self.driver.stat(paths.blob_data(digest)) is not None
+        # Both looked up at once: a manifest PUT asks this of every layer.
+        link, data = await asyncio.gather(
+            self.driver.stat(paths.layer_link(name, digest)),
+            self.driver.stat(paths.blob_data(digest)),
+        )
+        return link is not None and data is not None
 
     async def stat(self, name: str, digest: Digest) -> BlobInfo:
         if await self.driver.stat(paths.layer_link(name, digest)) is None:

@@ -285,18 +285,25 @@ class ManifestService:
 
     async def _verify_references(self, name: str, document: ManifestDocument) -> Digest | None:
         """The subject's digest, once everything the document lists is in the repository."""
-        missing: list[str] = []
+        # Looked up all at once: each lookup is a thread hop of its own.
         if document.is_index:
-            for child in document.manifests:
-                link = paths.revision_link(name, Digest.parse(child.digest))
-                if await self.driver.stat(link) is None:
-                    missing.append(child.digest)
+            wanted = [child.digest for child in document.manifests]
+
+            async def present(digest: str) -> bool:
+                link = paths.revision_link(name, Digest.parse(digest))
+                return await self.driver.stat(link) is not None
         else:
-            for blob in [document.config, *document.layers]:
-                if blob is None or not blob.distributable:
-                    continue
-                if not await self.blobs.exists_in(name, Digest.parse(blob.digest)):
-                    missing.append(blob.digest)
+            wanted = [
+                blob.digest
+                for blob in [document.config, *document.layers]
+                if blob is not None and blob.distributable
+            ]
+
+            async def present(digest: str) -> bool:
+                return await self.blobs.exists_in(name, Digest.parse(digest))
+
+        found = await asyncio.gather(*(present(d) for d in wanted))
+        missing = [d for d, ok in zip(wanted, found, strict=True) if not ok]
         if missing:
             raise OCIError(
                 ErrorCode.MANIFEST_BLOB_UNKNOWN,
