@@ -47,7 +47,7 @@ class ReplicatorMetrics:
         self.failures = Counter(
             "nimbus_replicator_failures_total",
             "Changes that failed for good (failure records), by peer and kind "
-            "(peer_unreachable, peer_refused, internal)",
+            "(peer-unreachable, peer-refused, internal)",
             ["peer", "kind"],
             registry=r,
         )
