@@ -1,9 +1,9 @@
 """Storage quotas per repository: bytes (each distinct blob and manifest once) and tags.
 
-Usage is read from the repository's links (layers and manifest revisions) each time a push
-needs it, so deletes and garbage collection are reflected as soon as they happen; the sizes of
-content (immutable, addressed by digest) are cached. A push is checked under a lock per
-repository in this process, so two pushes racing for the last bytes cannot both get them.
+Usage is read from the repository's links (layers and manifest revisions) with the size of
+their data each time a push needs it, so deletes and garbage collection (which removes the
+data and leaves dangling links) are reflected as soon as they happen. A push is checked under
+a lock per repository in this process, so two pushes racing for the last bytes cannot both get them.
 Replicas behind one load balancer each hold their own lock: two replicas can each admit one
 push at the same instant (the limit can then be crossed by at most one push per replica).
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,8 +21,6 @@ from registry.lifecycle.rules import QuotaRule
 from registry.reference import Digest
 from registry.storage import paths
 from registry.storage.driver import StorageDriver
-
-MAX_CACHED_SIZES = 1 << 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +52,6 @@ def _human(size: int) -> str:
 class QuotaService:
     def __init__(self, driver: StorageDriver) -> None:
         self.driver = driver
-        self._sizes: OrderedDict[str, int] = OrderedDict()
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def lock(self, name: str) -> asyncio.Lock:
@@ -71,17 +67,10 @@ class QuotaService:
                 found.add(f"{algorithm}:{hex_}")
         return found
 
-    async def _size(self, digest: str) -> int:
-        size = self._sizes.get(digest)
-        if size is not None:
-            return size
+    async def _size(self, digest: str) -> int | None:
+        """The stored size, None once the data is gone (garbage collection leaves links)."""
         info = await self.driver.stat(paths.blob_data(Digest.parse(digest)))
-        size = info.size if info is not None else 0
-        if info is not None:
-            self._sizes[digest] = size
-            while len(self._sizes) > MAX_CACHED_SIZES:
-                self._sizes.popitem(last=False)
-        return size
+        return None if info is None else info.size
 
     async def _usage(self, name: str) -> _Usage:
         layers, revisions, tags = await asyncio.gather(
@@ -89,9 +78,10 @@ class QuotaService:
             self._digests(paths.revisions_root(name)),
             self.driver.list(paths.tags_root(name)),
         )
-        digests = layers | revisions
+        digests = sorted(layers | revisions)
         sizes = await asyncio.gather(*(self._size(d) for d in digests))
-        return _Usage(sum(sizes), len(tags), frozenset(digests))
+        present = {d: size for d, size in zip(digests, sizes, strict=True) if size is not None}
+        return _Usage(sum(present.values()), len(tags), frozenset(present))
 
     async def usage(self, name: str, rule: QuotaRule) -> QuotaUsage:
         used = await self._usage(name)

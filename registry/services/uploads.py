@@ -123,6 +123,7 @@ class UploadService:
         content_range: tuple[int, int] | None,
         content_length: int | None,
         commit: bool = False,
+        digest: Digest | None = None,
     ) -> UploadStatus:
         """``commit``: the last chunk, committed by the writer that wrote it."""
         await self.status(name, upload_id)
@@ -145,7 +146,7 @@ class UploadService:
                 # A streamed chunk (no Content-Length) must still be exactly its range.
                 content_length = last - first + 1
             if content_length is not None:
-                await self.hooks.admitting(name, start + content_length)
+                await self.hooks.admitting(name, start + content_length, digest)
             await self._write(upload_id, writer, body, start, content_length)
             size = writer.size
             if content_length is None:
@@ -237,7 +238,7 @@ class UploadService:
         # committing a file no chunk reached makes it, empty).
         if body is not None:
             status = await self._append(
-                name, upload_id, body, content_range, content_length, commit=True
+                name, upload_id, body, content_range, content_length, commit=True, digest=digest
             )
         else:
             status = await self.status(name, upload_id)
