@@ -20,6 +20,9 @@ PORT_FLAGS = [
     ("--registry-b-grpc-port", "registry_b_grpc_port", "admin API of site b (50054)"),
     ("--replicator-b-grpc-port", "replicator_b_grpc_port", "Replication API of site b (50055)"),
     ("--console-port", "console_port", "the web console (5080)"),
+    ("--notifier-metrics-port", "notifier_metrics_port", "notifier's /metrics (9102)"),
+    ("--replicator-a-metrics-port", "replicator_a_metrics_port", "/metrics of replicator a (9103)"),
+    ("--replicator-b-metrics-port", "replicator_b_metrics_port", "/metrics of replicator b (9104)"),
 ]
 
 

@@ -36,6 +36,11 @@ class UpConfig:
     registry_b_port: int = 5001
     registry_b_grpc_port: int = 50054
     replicator_b_grpc_port: int = 50055
+    # Prometheus /metrics of the notifier and the replicators (the registries serve theirs on
+    # their OCI API port).
+    notifier_metrics_port: int = 9102
+    replicator_a_metrics_port: int = 9103
+    replicator_b_metrics_port: int = 9104
     # The web console (`nimbus ui`).
     console_port: int = 5080
     # Seconds a service may take to become ready, and to stop before it is killed.
@@ -73,7 +78,7 @@ class UpConfig:
                 continue
             if "_b_" in f.name and self.sites < 2:
                 continue
-            if f.name == "replicator_b_grpc_port" and not self.active_active:
+            if f.name.startswith("replicator_b_") and not self.active_active:
                 continue
             found[f.name] = int(getattr(self, f.name))
         return found

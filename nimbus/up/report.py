@@ -28,10 +28,17 @@ class PeerRow:
 def services_table(rows: Sequence[ServiceRow]) -> str:
     return format_table(
         [
-            [r.spec.name, str(r.pid), r.spec.endpoint or "-", r.spec.grpc or "-", r.status]
+            [
+                r.spec.name,
+                str(r.pid),
+                r.spec.endpoint or "-",
+                r.spec.grpc or "-",
+                r.spec.metrics or "-",
+                r.status,
+            ]
             for r in rows
         ],
-        ["SERVICE", "PID", "ENDPOINT", "gRPC API", "STATUS"],
+        ["SERVICE", "PID", "ENDPOINT", "gRPC API", "METRICS", "STATUS"],
     )
 
 

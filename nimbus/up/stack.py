@@ -36,6 +36,7 @@ class ServiceSpec:
     probe: Probe
     endpoint: str  # where clients reach it: an OCI API URL, a NATS URL, or ""
     grpc: str = ""  # its gRPC API (HOST:PORT), or ""
+    metrics: str = ""  # its Prometheus scrape URL, or ""
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,10 @@ def plan(config: UpConfig) -> Stack:
         "b": (config.registry_b_port, config.registry_b_grpc_port),
     }
     replicator_ports = {"a": config.replicator_a_grpc_port, "b": config.replicator_b_grpc_port}
+    replicator_metrics = {
+        "a": config.replicator_a_metrics_port,
+        "b": config.replicator_b_metrics_port,
+    }
 
     services = [
         ServiceSpec(
@@ -163,6 +168,7 @@ def plan(config: UpConfig) -> Stack:
                 probe=HttpProbe(f"{scheme}://{hostport(local, http_port)}/v2/", ca_file),
                 endpoint=f"{scheme}://{hostport(local, http_port)}",
                 grpc=hostport(local, grpc_port),
+                metrics=f"{scheme}://{hostport(local, http_port)}/metrics",
             )
         )
     notifier = hostport(local, config.notifier_grpc_port)
@@ -176,13 +182,19 @@ def plan(config: UpConfig) -> Stack:
                 nats_url,
                 "--grpc-listen",
                 hostport(host, config.notifier_grpc_port),
+                "--metrics-listen",
+                hostport(host, config.notifier_metrics_port),
                 *level,
             ),
             host=host,
-            ports=(Port(config.notifier_grpc_port, "notifier (gRPC Webhooks API)"),),
+            ports=(
+                Port(config.notifier_grpc_port, "notifier (gRPC Webhooks API)"),
+                Port(config.notifier_metrics_port, "notifier (metrics)"),
+            ),
             probe=GrpcHealthProbe(notifier),
             endpoint="",
             grpc=notifier,
+            metrics=f"http://{hostport(local, config.notifier_metrics_port)}/metrics",
         )
     )
     # Site a replicates to b; with active-active, b replicates to a as well.
@@ -207,13 +219,19 @@ def plan(config: UpConfig) -> Stack:
                     *(("--registry-tls-ca", ca_file) if tls else ()),
                     "--grpc-listen",
                     hostport(host, port),
+                    "--metrics-listen",
+                    hostport(host, replicator_metrics[site]),
                     *level,
                 ),
                 host=host,
-                ports=(Port(port, f"{name} (gRPC Replication API)"),),
+                ports=(
+                    Port(port, f"{name} (gRPC Replication API)"),
+                    Port(replicator_metrics[site], f"{name} (metrics)"),
+                ),
                 probe=GrpcHealthProbe(address),
                 endpoint="",
                 grpc=address,
+                metrics=f"http://{hostport(local, replicator_metrics[site])}/metrics",
             )
         )
         for target in sites:
