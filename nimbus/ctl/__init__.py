@@ -30,6 +30,7 @@ AREAS: list[str] = [
     "webhooks",
     "events",
     "peers",
+    "lifecycle",
 ]
 
 DEFAULT_CONFIG = Path("~/.config/nimbus/ctl.yaml")

@@ -171,7 +171,20 @@ async def stats(ctl: Ctl) -> None:
                 ),
             ),
         ]
+    for i, quota in enumerate(reply.quotas):
+        fields.append(
+            Column(
+                f"Quota {quota.repository}",
+                lambda s, i=i: _quota_text(s.quotas[i]),
+            )
+        )
     ctl.out.record(reply, fields)
+
+
+def _quota_text(q: Any) -> str:
+    size = f"{human_size(q.bytes_used)} of {human_size(q.bytes_limit) if q.bytes_limit else '-'}"
+    tags = f"{q.tags_used} of {q.tags_limit}" if q.tags_limit else f"{q.tags_used}"
+    return f"{size}, {tags} tags (rule {q.rule})"
 
 
 def _paging(parser: argparse.ArgumentParser) -> None:
