@@ -172,13 +172,12 @@ async def stats(ctl: Ctl) -> None:
             ),
         ]
     for i, quota in enumerate(reply.quotas):
-        fields.append(
-            Column(
-                f"Quota {quota.repository}",
-                lambda s, i=i: _quota_text(s.quotas[i]),
-            )
-        )
+        fields.append(Column(f"Quota {quota.repository}", _quota_column(i)))
     ctl.out.record(reply, fields)
+
+
+def _quota_column(index: int) -> Any:
+    return lambda s: _quota_text(s.quotas[index])
 
 
 def _quota_text(q: Any) -> str:
