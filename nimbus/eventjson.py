@@ -25,10 +25,14 @@ _OBJECTS = ("target", "request", "actor", "source")
 _INTEGERS = ("size", "length")
 # Fields of nimbus.v1.Target that Distribution's JSON has no place for.
 _NOT_IN_JSON = ("kind",)
+# Fields of nimbus.v1.Event that go as headers instead (webhooks send `traceparent`).
+_EVENT_NOT_IN_JSON = ("traceparent",)
 
 
 def to_dict(event: events_pb2.Event) -> dict[str, Any]:
     doc: dict[str, Any] = json_format.MessageToDict(event)
+    for key in _EVENT_NOT_IN_JSON:
+        doc.pop(key, None)
     for key in _OBJECTS:
         doc.setdefault(key, {})
     target = doc["target"]

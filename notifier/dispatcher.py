@@ -42,6 +42,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from nimbus import tracing
 from nimbus.events import UndecodableEvent, decode
 from nimbus.lanes import LaneConsumer, LaneHandler, LaneSettings, Unreadable
 from nimbus.streams import EVENTS_STREAM, EVENTS_SUBJECTS, NOTIFIER_CONSUMER
@@ -148,6 +149,10 @@ def new_record(
     record.body = body
     record.body_excerpt = body[:EXCERPT_CHARS].decode("utf-8", errors="replace")
     headers = {"Content-Type": content_type, EVENT_TYPE_HEADER: event.action, **webhook.headers}
+    # The delivery is a span of the push's trace (every attempt sends it).
+    trace = tracing.continued(event.traceparent)
+    if trace:
+        headers[tracing.HEADER] = trace
     record.request_headers.extend(webhooks_pb2.Header(name=k, value=v) for k, v in headers.items())
     return record
 

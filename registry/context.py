@@ -17,6 +17,8 @@ class RequestContext:
     actor: str = ""
     # Site where the write first happened; set on replicated writes so sites never ping-pong.
     origin_site: str = ""
+    # W3C traceparent of this request's span (a child of the client's, or a new trace).
+    traceparent: str = ""
 
 
 INTERNAL = RequestContext(request_id="internal", method="INTERNAL")

@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 
+from nimbus import tracing
 from nimbus.oci.client import Manifest, RegistryClient
 from nimbus.oci.digests import Hasher, algorithm_of
 from nimbus.oci.documents import Descriptor, ManifestDocument
@@ -113,6 +114,7 @@ class Copier:
         tag: str = "",
         origin_site: str = "",
         target_repository: str | None = None,
+        traceparent: str = "",
     ) -> CopyResult:
         """Copy ``repository:reference`` (a tag or a digest) with everything it references.
 
@@ -128,6 +130,9 @@ class Copier:
         target = self.target
         if origin_site:
             target = target.with_headers({ORIGIN_SITE_HEADER: origin_site})
+        if traceparent:
+            # Every write of the copy is part of its span, so a Nimbus peer continues the trace.
+            target = target.with_headers({tracing.HEADER: traceparent})
         run = _Run(target)
         run.result.digest = manifest.digest
         await self._copy_manifest(repository, destination, manifest, run, depth=0, tag=tag)

@@ -31,7 +31,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from nimbus import streams
+from nimbus import streams, tracing
 from nimbus.events import MANIFEST, Action, UndecodableEvent, decode
 from nimbus.lanes import LaneConsumer, LaneHandler, LaneSettings, Unreadable
 from nimbus.oci import mediatypes as mt
@@ -110,6 +110,8 @@ class Change:
     origin_site: str = ""
     # When its event happened (epoch seconds); 0 for changes of a sync or a retry.
     happened: float = field(default=0.0, compare=False)
+    # The event's trace (W3C traceparent), continued by the copy; "" for a sync or a retry.
+    traceparent: str = field(default="", compare=False)
 
     @property
     def lag(self) -> float | None:
@@ -141,6 +143,7 @@ def change_of(event: events_pb2.Event) -> Change | None:
         tag=target.tag,
         origin_site=event.source.origin_site or event.source.site,
         happened=event.timestamp.ToMicroseconds() / 1e6 if event.HasField("timestamp") else 0.0,
+        traceparent=event.traceparent,
     )
 
 
@@ -297,8 +300,11 @@ class PeerWorker(LaneHandler[Change]):
 
     async def _apply_once(self, change: Change) -> CopyResult:
         origin = change.origin_site or self.site
+        # This copy's span, a child of the push's (none for a sync or a retry).
+        trace = tracing.continued(change.traceparent)
         if change.action == RuleAction.DELETE:
-            target = self.client.with_headers({ORIGIN_SITE_HEADER: origin})
+            headers = {ORIGIN_SITE_HEADER: origin, **({tracing.HEADER: trace} if trace else {})}
+            target = self.client.with_headers(headers)
             try:
                 await target.delete_manifest(change.repository, change.reference)
             except RegistryError as error:
@@ -317,6 +323,7 @@ class PeerWorker(LaneHandler[Change]):
             change.digest or change.tag,
             tag=change.tag,
             origin_site=origin,
+            traceparent=trace,
         )
         images = 1 if result.manifests_copied or result.tagged else 0
         self.status.success(

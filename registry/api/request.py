@@ -7,6 +7,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
+from nimbus import tracing
 from nimbus.oci.headers import ORIGIN_SITE_HEADER
 from registry.api.clientcert import certificate_name
 from registry.context import RequestContext
@@ -14,6 +15,7 @@ from registry.errors import ErrorCode, OCIError
 from registry.reference import validate_name
 
 REQUEST_ID_KEY = "nimbus.request_id"
+TRACE_KEY = "nimbus.traceparent"
 ACTOR_KEY = "nimbus.actor"
 # Set by authentication: which repositories the caller may see in `_catalog`.
 VISIBLE_KEY = "nimbus.catalog_visible"
@@ -29,6 +31,15 @@ def repository_name(request: web.Request) -> str:
     return validate_name(request.match_info["name"])
 
 
+def request_span(request: web.Request) -> str:
+    """This request's span, once per request: a child of the client's `traceparent`, or the
+    root of a new trace."""
+    span: str | None = request.get(TRACE_KEY)
+    if span is None:
+        span = request[TRACE_KEY] = tracing.child(request.headers.get(tracing.HEADER))
+    return span
+
+
 def context(request: web.Request) -> RequestContext:
     peer = request.transport.get_extra_info("peername") if request.transport else None
     addr = f"{peer[0]}:{peer[1]}" if peer else (request.remote or "")
@@ -41,6 +52,7 @@ def context(request: web.Request) -> RequestContext:
         useragent=request.headers.get("User-Agent", ""),
         actor=request.get(ACTOR_KEY, "") or certificate_name(request),
         origin_site=request.headers.get(ORIGIN_SITE_HEADER, ""),
+        traceparent=request_span(request),
     )
 
 

@@ -66,6 +66,7 @@ def to_proto(event: RegistryEvent, source: EventSource) -> events_pb2.Event:
             site=source.site,
             origin_site=ctx.origin_site or source.site,
         ),
+        traceparent=ctx.traceparent,
     )
     message.timestamp.GetCurrentTime()
     return message

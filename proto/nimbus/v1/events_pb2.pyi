@@ -20,7 +20,7 @@ TARGET_KIND_MANIFEST: TargetKind
 TARGET_KIND_BLOB: TargetKind
 
 class Event(_message.Message):
-    __slots__ = ("id", "timestamp", "action", "target", "request", "actor", "source")
+    __slots__ = ("id", "timestamp", "action", "target", "request", "actor", "source", "traceparent")
     ID_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +28,7 @@ class Event(_message.Message):
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     id: str
     timestamp: _timestamp_pb2.Timestamp
     action: str
@@ -35,7 +36,8 @@ class Event(_message.Message):
     request: Request
     actor: Actor
     source: Source
-    def __init__(self, id: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., action: _Optional[str] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., request: _Optional[_Union[Request, _Mapping]] = ..., actor: _Optional[_Union[Actor, _Mapping]] = ..., source: _Optional[_Union[Source, _Mapping]] = ...) -> None: ...
+    traceparent: str
+    def __init__(self, id: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., action: _Optional[str] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., request: _Optional[_Union[Request, _Mapping]] = ..., actor: _Optional[_Union[Actor, _Mapping]] = ..., source: _Optional[_Union[Source, _Mapping]] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class Target(_message.Message):
     __slots__ = ("media_type", "digest", "size", "length", "repository", "url", "tag", "from_repository", "kind")
