@@ -70,17 +70,22 @@ class UploadService:
 
     async def start(self, name: str) -> UploadStatus:
         upload_id = uuid.uuid4().hex
+        # Not forced to disk: a session a crash loses answers BLOB_UPLOAD_UNKNOWN and the
+        # client starts again; nothing acknowledged as stored depends on it.
         await self.driver.put_content(
-            paths.upload_started(name, upload_id), f"{time.time():.6f}".encode()
+            paths.upload_started(name, upload_id), f"{time.time():.6f}".encode(), durable=False
         )
         self._remember(upload_id, _HashState("sha256", hashlib.sha256(), 0))
         return UploadStatus(name, upload_id, 0)
 
     async def status(self, name: str, upload_id: str) -> UploadStatus:
         self._check_id(upload_id)
-        if await self.driver.stat(paths.upload_started(name, upload_id)) is None:
+        started, data = await asyncio.gather(
+            self.driver.stat(paths.upload_started(name, upload_id)),
+            self.driver.stat(paths.upload_data(name, upload_id)),
+        )
+        if started is None:
             raise OCIError(ErrorCode.BLOB_UPLOAD_UNKNOWN, detail={"uuid": upload_id})
-        data = await self.driver.stat(paths.upload_data(name, upload_id))
         return UploadStatus(name, upload_id, data.size if data else 0)
 
     async def started_at(self, name: str, upload_id: str) -> float:

@@ -65,8 +65,11 @@ class StorageDriver(abc.ABC):
         """Whole content of a small file; raises PathNotFoundError."""
 
     @abc.abstractmethod
-    async def put_content(self, path: str, data: bytes) -> None:
-        """Write a small file atomically: readers see the old or the new content, never a mix."""
+    async def put_content(self, path: str, data: bytes, durable: bool = True) -> None:
+        """Write a small file atomically: readers see the old or the new content, never a mix.
+
+        ``durable``: on stable storage before this returns; False for state a crash may lose
+        (an upload session's start time: the client starts the upload again)."""
 
     @abc.abstractmethod
     def read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:

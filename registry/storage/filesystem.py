@@ -66,17 +66,18 @@ class FilesystemDriver(StorageDriver):
         data: bytes = await self._run(_read)
         return data
 
-    def _write_atomic(self, full: Path, data: bytes) -> None:
+    def _write_atomic(self, full: Path, data: bytes, durable: bool) -> None:
         full.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.root / TMP_DIR / uuid.uuid4().hex
         with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, full)
 
-    async def put_content(self, path: str, data: bytes) -> None:
-        await self._run(self._write_atomic, self._full(path), data)
+    async def put_content(self, path: str, data: bytes, durable: bool = True) -> None:
+        await self._run(self._write_atomic, self._full(path), data, durable)
 
     async def read(
         self, path: str, offset: int = 0, length: int | None = None

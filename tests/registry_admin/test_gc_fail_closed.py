@@ -224,8 +224,8 @@ class StoreWithHooks(StorageDriver):
     async def get_content(self, path: str) -> bytes:
         return await self.inner.get_content(path)
 
-    async def put_content(self, path: str, data: bytes) -> None:
-        await self.inner.put_content(path, data)
+    async def put_content(self, path: str, data: bytes, durable: bool = True) -> None:
+        await self.inner.put_content(path, data, durable)
 
     def read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         return self.inner.read(path, offset, length)

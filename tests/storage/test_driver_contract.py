@@ -57,6 +57,10 @@ async def test_put_and_get_content(driver: StorageDriver) -> None:
     assert await driver.get_content("x/link") == b"sha256:two"
     await driver.put_content("x/empty", b"")
     assert await driver.get_content("x/empty") == b""
+    # Not forced to disk, but written and replaced the same way.
+    await driver.put_content("x/session", b"1", durable=False)
+    await driver.put_content("x/session", b"2", durable=False)
+    assert await driver.get_content("x/session") == b"2"
 
 
 async def test_put_content_is_atomic_under_concurrent_readers(driver: StorageDriver) -> None:

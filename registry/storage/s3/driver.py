@@ -154,7 +154,8 @@ class S3Driver(StorageDriver):
             raise PathNotFoundError(path)
         return found[0]
 
-    async def put_content(self, path: str, data: bytes) -> None:
+    async def put_content(self, path: str, data: bytes, durable: bool = True) -> None:
+        # An acknowledged S3 PUT is durable either way.
         await (await self._bucket()).put(self._key(path), data)
 
     async def read(
