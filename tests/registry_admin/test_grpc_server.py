@@ -34,6 +34,9 @@ REGISTRY_METHODS = {
     "DeleteManifest",
     "GarbageCollect",
     "GetStats",
+    "GetLifecyclePolicies",
+    "SetLifecyclePolicies",
+    "RunRetention",
 }
 
 
