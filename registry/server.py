@@ -21,7 +21,7 @@ async def serve(config: RegistryConfig, reuse_port: bool = False, worker: int = 
     from nimbus.allocator import tune_for_streaming
     from registry.admin.server import start_admin_server
     from registry.api.middleware import JSONAccessLogger
-    from registry.api.state import METRICS, SERVICES
+    from registry.api.state import METRICS, PROXY, SERVICES
     from registry.app import create_app
     from registry.lifecycle.setup import install_lifecycle
 
@@ -60,7 +60,7 @@ async def serve(config: RegistryConfig, reuse_port: bool = False, worker: int = 
     # The admin API first: once the OCI API answers, both are ready.
     admin = None
     if config.grpc_listen:
-        admin = await start_admin_server(config, app[SERVICES], app[METRICS])
+        admin = await start_admin_server(config, app[SERVICES], app[METRICS], app[PROXY])
     await site.start()
     log.info(
         "registry listening",

@@ -31,6 +31,7 @@ AREAS: list[str] = [
     "events",
     "peers",
     "lifecycle",
+    "cache",
 ]
 
 DEFAULT_CONFIG = Path("~/.config/nimbus/ctl.yaml")

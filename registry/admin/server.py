@@ -7,11 +7,15 @@ from collections.abc import Callable
 import grpc
 
 from nimbus.grpcserver import start_grpc_server
+from proto.nimbus.v1 import cache_pb2_grpc as cache_pb_grpc
 from proto.nimbus.v1 import registry_pb2_grpc as pb_grpc
+from registry.admin.cache import SERVICE_NAME as CACHE
+from registry.admin.cache import CacheService
 from registry.admin.servicer import SERVICE_NAME, RegistryAdmin
 from registry.auth.access import AccessPolicy
 from registry.config import RegistryConfig
 from registry.metrics import RegistryMetrics
+from registry.proxy.pulls import Pulls
 from registry.services import Services
 from registry.services.gc import GarbageCollector, GcStats
 from registry.services.inventory import InventoryService
@@ -47,9 +51,24 @@ def _count_gc(metrics: RegistryMetrics) -> Callable[[str, GcStats], None]:
     return finished
 
 
+def cache_service(config: RegistryConfig, cache: Pulls | None) -> CacheService:
+    """nimbus.v1.Cache over the OCI API's pull-through cache (none without upstreams)."""
+    if cache is None or not config.proxy.enabled:
+        return CacheService(None)
+    from registry.proxy.admin import CacheAdmin
+    from registry.proxy.service import ProxyService
+
+    assert isinstance(cache, ProxyService)
+    return CacheService(CacheAdmin(cache), config.proxy.max_bytes)
+
+
 async def start_admin_server(
-    config: RegistryConfig, services: Services, metrics: RegistryMetrics | None = None
+    config: RegistryConfig,
+    services: Services,
+    metrics: RegistryMetrics | None = None,
+    cache: Pulls | None = None,
 ) -> grpc.aio.Server:
     admin = registry_admin(config, services, metrics)
     service = (pb_grpc.add_RegistryServicer_to_server, admin, SERVICE_NAME)
-    return await start_grpc_server(config.grpc(), [service])
+    caching = (cache_pb_grpc.add_CacheServicer_to_server, cache_service(config, cache), CACHE)
+    return await start_grpc_server(config.grpc(), [service, caching])

@@ -177,6 +177,10 @@ class ProxyService(Pulls):
             self.usage.tag(route.name, reference)
         return ServedManifest(manifest, STALE_WARNING if stale else None)
 
+    async def has_manifest(self, name: str, digest: Digest) -> bool:
+        """Whether the cache holds this manifest in this repository (revision and content)."""
+        return await self._has_manifest(name, digest)
+
     async def _has_manifest(self, name: str, digest: Digest) -> bool:
         driver = self.services.driver
         if await driver.stat(paths.revision_link(name, digest)) is None:

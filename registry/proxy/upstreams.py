@@ -100,6 +100,11 @@ class Router:
     def enabled(self) -> bool:
         return bool(self.upstreams)
 
+    @property
+    def default(self) -> Upstream | None:
+        """The upstream of names under no prefix, if one is configured."""
+        return self._default
+
     def by_namespace(self, namespace: str) -> Upstream | None:
         """The upstream containerd means by `?ns=HOST`: its prefix, else its URL's host.
 
