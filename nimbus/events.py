@@ -23,6 +23,9 @@ class Action(StrEnum):
     PULL = "pull"
     DELETE = "delete"
     MOUNT = "mount"
+    # Nimbus: a pull-through cache stored a manifest fetched from an upstream (its own action,
+    # so that consumers of Distribution's four never take it for a push or a client's pull).
+    FILL = "fill"
 
 
 # The values of ``Target.kind``.

@@ -50,6 +50,7 @@ def to_proto(event: RegistryEvent, source: EventSource) -> events_pb2.Event:
             url=target_url(event),
             tag=event.tag,
             from_repository=event.from_repository,
+            upstream=event.upstream,
             kind=events.BLOB if event.is_blob else events.MANIFEST,
         ),
         request=events_pb2.Request(

@@ -24,6 +24,8 @@ class RegistryEvent:
     # Blob events (uploads, mounts) versus manifest events.
     is_blob: bool = False
     from_repository: str = ""
+    # A fill's upstream (the pull-through cache's name of it).
+    upstream: str = ""
     context: RequestContext = field(default_factory=RequestContext)
 
 

@@ -12,7 +12,8 @@
   error codes.
 
 Everything filled goes through the blob, upload and manifest services into the normal storage,
-so listing, garbage collection and the rest see it; fills emit no push events.
+so listing, garbage collection and the rest see it; a stored manifest emits one `fill`
+event (never a push), so replication and webhooks may act on it; blobs emit none.
 A repository no upstream serves is a local one, and every call here passes it through.
 """
 
@@ -33,6 +34,7 @@ import aiohttp
 from nimbus.oci.client import Manifest as UpstreamManifest
 from registry.context import RequestContext
 from registry.errors import ErrorCode, OCIError
+from registry.events.sink import Action, RegistryEvent
 from registry.metrics import RegistryMetrics
 from registry.proxy.failures import STALE_WARNING, Failure, UpstreamContentError, classify
 from registry.proxy.fills import BlobFill, FillState
@@ -328,6 +330,18 @@ class ProxyService(Pulls):
                 f"upstream {route.upstream.name} sent a manifest this registry cannot keep: "
                 f"{error.message or error.error.default_message}",
             ) from None
+        await self.services.events.emit(
+            RegistryEvent(
+                Action.FILL,
+                route.name,
+                str(result.digest),
+                fetched.media_type,
+                len(fetched.data),
+                tag="" if is_digest(reference) else reference,
+                upstream=route.upstream.name,
+                context=ctx,
+            )
+        )
         now = time.time()
         await self.records.filled(
             result.digest,

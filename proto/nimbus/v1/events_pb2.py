@@ -25,25 +25,25 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cproto/nimbus/v1/events.proto\x12\tnimbus.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf3\x01\n\x05\x45vent\x12\n\n\x02id\x18\x01 \x01(\t\x12-\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12!\n\x06target\x18\x04 \x01(\x0b\x32\x11.nimbus.v1.Target\x12#\n\x07request\x18\x05 \x01(\x0b\x32\x12.nimbus.v1.Request\x12\x1f\n\x05\x61\x63tor\x18\x06 \x01(\x0b\x32\x10.nimbus.v1.Actor\x12!\n\x06source\x18\x07 \x01(\x0b\x32\x11.nimbus.v1.Source\x12\x13\n\x0btraceparent\x18\x08 \x01(\t\"\xd1\x01\n\x06Target\x12\x1d\n\nmedia_type\x18\x01 \x01(\tR\tmediaType\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0e\n\x06length\x18\x04 \x01(\x03\x12\x12\n\nrepository\x18\x05 \x01(\t\x12\x0b\n\x03url\x18\x06 \x01(\t\x12\x0b\n\x03tag\x18\x07 \x01(\t\x12\'\n\x0f\x66rom_repository\x18\x08 \x01(\tR\x0e\x66romRepository\x12#\n\x04kind\x18\t \x01(\x0e\x32\x15.nimbus.v1.TargetKind\"T\n\x07Request\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x61\x64\x64r\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x11\n\tuseragent\x18\x05 \x01(\t\"\x15\n\x05\x41\x63tor\x12\x0c\n\x04name\x18\x01 \x01(\t\"f\n\x06Source\x12\x0c\n\x04\x61\x64\x64r\x18\x01 \x01(\t\x12\x1f\n\x0binstance_id\x18\x02 \x01(\tR\ninstanceID\x12\x0c\n\x04site\x18\x03 \x01(\t\x12\x1f\n\x0borigin_site\x18\x04 \x01(\tR\noriginSite\",\n\x08\x45nvelope\x12 \n\x06\x65vents\x18\x01 \x03(\x0b\x32\x10.nimbus.v1.Event*Y\n\nTargetKind\x12\x1b\n\x17TARGET_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14TARGET_KIND_MANIFEST\x10\x01\x12\x14\n\x10TARGET_KIND_BLOB\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cproto/nimbus/v1/events.proto\x12\tnimbus.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf3\x01\n\x05\x45vent\x12\n\n\x02id\x18\x01 \x01(\t\x12-\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12!\n\x06target\x18\x04 \x01(\x0b\x32\x11.nimbus.v1.Target\x12#\n\x07request\x18\x05 \x01(\x0b\x32\x12.nimbus.v1.Request\x12\x1f\n\x05\x61\x63tor\x18\x06 \x01(\x0b\x32\x10.nimbus.v1.Actor\x12!\n\x06source\x18\x07 \x01(\x0b\x32\x11.nimbus.v1.Source\x12\x13\n\x0btraceparent\x18\x08 \x01(\t\"\xe3\x01\n\x06Target\x12\x1d\n\nmedia_type\x18\x01 \x01(\tR\tmediaType\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0e\n\x06length\x18\x04 \x01(\x03\x12\x12\n\nrepository\x18\x05 \x01(\t\x12\x0b\n\x03url\x18\x06 \x01(\t\x12\x0b\n\x03tag\x18\x07 \x01(\t\x12\'\n\x0f\x66rom_repository\x18\x08 \x01(\tR\x0e\x66romRepository\x12#\n\x04kind\x18\t \x01(\x0e\x32\x15.nimbus.v1.TargetKind\x12\x10\n\x08upstream\x18\n \x01(\t\"T\n\x07Request\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x61\x64\x64r\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x11\n\tuseragent\x18\x05 \x01(\t\"\x15\n\x05\x41\x63tor\x12\x0c\n\x04name\x18\x01 \x01(\t\"f\n\x06Source\x12\x0c\n\x04\x61\x64\x64r\x18\x01 \x01(\t\x12\x1f\n\x0binstance_id\x18\x02 \x01(\tR\ninstanceID\x12\x0c\n\x04site\x18\x03 \x01(\t\x12\x1f\n\x0borigin_site\x18\x04 \x01(\tR\noriginSite\",\n\x08\x45nvelope\x12 \n\x06\x65vents\x18\x01 \x03(\x0b\x32\x10.nimbus.v1.Event*Y\n\nTargetKind\x12\x1b\n\x17TARGET_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14TARGET_KIND_MANIFEST\x10\x01\x12\x14\n\x10TARGET_KIND_BLOB\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.nimbus.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TARGETKIND']._serialized_start=793
-  _globals['_TARGETKIND']._serialized_end=882
+  _globals['_TARGETKIND']._serialized_start=811
+  _globals['_TARGETKIND']._serialized_end=900
   _globals['_EVENT']._serialized_start=77
   _globals['_EVENT']._serialized_end=320
   _globals['_TARGET']._serialized_start=323
-  _globals['_TARGET']._serialized_end=532
-  _globals['_REQUEST']._serialized_start=534
-  _globals['_REQUEST']._serialized_end=618
-  _globals['_ACTOR']._serialized_start=620
-  _globals['_ACTOR']._serialized_end=641
-  _globals['_SOURCE']._serialized_start=643
-  _globals['_SOURCE']._serialized_end=745
-  _globals['_ENVELOPE']._serialized_start=747
-  _globals['_ENVELOPE']._serialized_end=791
+  _globals['_TARGET']._serialized_end=550
+  _globals['_REQUEST']._serialized_start=552
+  _globals['_REQUEST']._serialized_end=636
+  _globals['_ACTOR']._serialized_start=638
+  _globals['_ACTOR']._serialized_end=659
+  _globals['_SOURCE']._serialized_start=661
+  _globals['_SOURCE']._serialized_end=763
+  _globals['_ENVELOPE']._serialized_start=765
+  _globals['_ENVELOPE']._serialized_end=809
 # @@protoc_insertion_point(module_scope)

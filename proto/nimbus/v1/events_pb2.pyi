@@ -40,7 +40,7 @@ class Event(_message.Message):
     def __init__(self, id: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., action: _Optional[str] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., request: _Optional[_Union[Request, _Mapping]] = ..., actor: _Optional[_Union[Actor, _Mapping]] = ..., source: _Optional[_Union[Source, _Mapping]] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class Target(_message.Message):
-    __slots__ = ("media_type", "digest", "size", "length", "repository", "url", "tag", "from_repository", "kind")
+    __slots__ = ("media_type", "digest", "size", "length", "repository", "url", "tag", "from_repository", "kind", "upstream")
     MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +50,7 @@ class Target(_message.Message):
     TAG_FIELD_NUMBER: _ClassVar[int]
     FROM_REPOSITORY_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_FIELD_NUMBER: _ClassVar[int]
     media_type: str
     digest: str
     size: int
@@ -59,7 +60,8 @@ class Target(_message.Message):
     tag: str
     from_repository: str
     kind: TargetKind
-    def __init__(self, media_type: _Optional[str] = ..., digest: _Optional[str] = ..., size: _Optional[int] = ..., length: _Optional[int] = ..., repository: _Optional[str] = ..., url: _Optional[str] = ..., tag: _Optional[str] = ..., from_repository: _Optional[str] = ..., kind: _Optional[_Union[TargetKind, str]] = ...) -> None: ...
+    upstream: str
+    def __init__(self, media_type: _Optional[str] = ..., digest: _Optional[str] = ..., size: _Optional[int] = ..., length: _Optional[int] = ..., repository: _Optional[str] = ..., url: _Optional[str] = ..., tag: _Optional[str] = ..., from_repository: _Optional[str] = ..., kind: _Optional[_Union[TargetKind, str]] = ..., upstream: _Optional[str] = ...) -> None: ...
 
 class Request(_message.Message):
     __slots__ = ("id", "addr", "host", "method", "useragent")
