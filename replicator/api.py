@@ -254,6 +254,24 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):  # type: ig
             still_failing=[failure_to_proto(f) for f in outcome.still_failing],
         )
 
+    @_mapped
+    async def LocateManifest(
+        self, request: replication_pb2.LocateManifestRequest, context: Context
+    ) -> replication_pb2.LocateManifestResponse:
+        found = await self._service.locate(request.repository, request.reference)
+        return replication_pb2.LocateManifestResponse(
+            peers=[
+                replication_pb2.ManifestPresence(
+                    peer=p.peer,
+                    selected=p.selected,
+                    present=p.present,
+                    digest=p.digest,
+                    error=p.error,
+                )
+                for p in found
+            ]
+        )
+
     @stream_error_mapper(_CODES, _message)
     async def Sync(
         self, request: replication_pb2.SyncRequest, context: Context

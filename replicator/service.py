@@ -14,18 +14,21 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 
+import aiohttp
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from nimbus import streams
 from nimbus.kvbucket import open_bucket
 from nimbus.oci.client import RegistryClient
+from nimbus.oci.errors import RegistryError
 from nimbus.oci.transport import Credentials, ssl_context
 from replicator.config import ReplicatorConfig
 from replicator.errors import FailureNotFound, InvalidRequest
 from replicator.failures import Failure, FailureStore
 from replicator.metrics import ReplicatorMetrics
 from replicator.peers import NAME_RE, Peer, PeerNotFoundError, PeerStore
+from replicator.rules import RuleAction, first_match
 from replicator.status import PeerCounters, StatusBoard
 from replicator.sync import ReconcileLease, SyncProgress, reconcile_forever, sync
 from replicator.worker import Change, PeerWorker, backlog, delete_consumer, ensure_consumer
@@ -52,6 +55,21 @@ class PeerStatus:
     in_flight: int
     counters: PeerCounters
     failures: int
+
+
+@dataclass
+class Presence:
+    """A manifest at one peer."""
+
+    peer: str
+    selected: bool
+    present: bool
+    digest: str = ""
+    error: str = ""
+
+
+# Seconds a peer has to answer LocateManifest's HEAD.
+LOCATE_TIMEOUT = 10.0
 
 
 @dataclass
@@ -267,6 +285,33 @@ class ReplicationService:
         if peer:
             await self._peer(peer)
         return await self.failures.list(peer)
+
+    async def locate(self, repository: str, reference: str) -> list[Presence]:
+        """A HEAD of the manifest at every peer, at once; a peer that cannot say says why."""
+        if not repository or not reference:
+            raise InvalidRequest("repository and reference are both needed")
+        await self.refresh()
+        tag = "" if ":" in reference else reference
+        peers = sorted(await self.peers.list(), key=lambda p: p.name)
+
+        async def one(peer: Peer) -> Presence:
+            selected = first_match(peer.rules, repository, tag, RuleAction.PUSH) is not None
+            try:
+                head = await asyncio.wait_for(
+                    self.worker(peer.name).client.head_manifest(repository, reference),
+                    LOCATE_TIMEOUT,
+                )
+            except (PeerNotFoundError, TimeoutError) as error:
+                reason = "no answer in time" if isinstance(error, TimeoutError) else "not started"
+                return Presence(peer.name, selected, False, error=reason)
+            except (RegistryError, aiohttp.ClientError, OSError) as error:
+                # The peer refused or is away: this peer says so, the others still answer.
+                return Presence(peer.name, selected, False, error=str(error) or repr(error))
+            if head is None:
+                return Presence(peer.name, selected, False)
+            return Presence(peer.name, selected, True, digest=head.digest)
+
+        return list(await asyncio.gather(*(one(peer) for peer in peers)))
 
     async def retry_failures(self, peer: str, failure_id: str = "") -> RetryOutcome:
         """Apply failed changes again now (a few tries each); successes clear their record."""

@@ -255,3 +255,31 @@ class SyncProgress(_message.Message):
     error: str
     finished: bool
     def __init__(self, phase: _Optional[str] = ..., repository: _Optional[str] = ..., reference: _Optional[str] = ..., done: _Optional[int] = ..., total: _Optional[int] = ..., images_copied: _Optional[int] = ..., bytes_copied: _Optional[int] = ..., failed: _Optional[int] = ..., error: _Optional[str] = ..., finished: _Optional[bool] = ...) -> None: ...
+
+class LocateManifestRequest(_message.Message):
+    __slots__ = ("repository", "reference")
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    repository: str
+    reference: str
+    def __init__(self, repository: _Optional[str] = ..., reference: _Optional[str] = ...) -> None: ...
+
+class ManifestPresence(_message.Message):
+    __slots__ = ("peer", "selected", "present", "digest", "error")
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    SELECTED_FIELD_NUMBER: _ClassVar[int]
+    PRESENT_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    peer: str
+    selected: bool
+    present: bool
+    digest: str
+    error: str
+    def __init__(self, peer: _Optional[str] = ..., selected: _Optional[bool] = ..., present: _Optional[bool] = ..., digest: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class LocateManifestResponse(_message.Message):
+    __slots__ = ("peers",)
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    peers: _containers.RepeatedCompositeFieldContainer[ManifestPresence]
+    def __init__(self, peers: _Optional[_Iterable[_Union[ManifestPresence, _Mapping]]] = ...) -> None: ...

@@ -79,6 +79,11 @@ class ReplicationStub:
                 request_serializer=proto_dot_nimbus_dot_v1_dot_replication__pb2.SyncRequest.SerializeToString,
                 response_deserializer=proto_dot_nimbus_dot_v1_dot_replication__pb2.SyncProgress.FromString,
                 _registered_method=True)
+        self.LocateManifest = channel.unary_unary(
+                '/nimbus.v1.Replication/LocateManifest',
+                request_serializer=proto_dot_nimbus_dot_v1_dot_replication__pb2.LocateManifestRequest.SerializeToString,
+                response_deserializer=proto_dot_nimbus_dot_v1_dot_replication__pb2.LocateManifestResponse.FromString,
+                _registered_method=True)
 
 
 class ReplicationServicer:
@@ -149,6 +154,14 @@ class ReplicationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LocateManifest(self, request, context):
+        """Where a manifest is: a HEAD at every peer (with the peer's own credentials), and whether
+        the peer's rules select it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReplicationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -196,6 +209,11 @@ def add_ReplicationServicer_to_server(servicer, server):
                     servicer.Sync,
                     request_deserializer=proto_dot_nimbus_dot_v1_dot_replication__pb2.SyncRequest.FromString,
                     response_serializer=proto_dot_nimbus_dot_v1_dot_replication__pb2.SyncProgress.SerializeToString,
+            ),
+            'LocateManifest': grpc.unary_unary_rpc_method_handler(
+                    servicer.LocateManifest,
+                    request_deserializer=proto_dot_nimbus_dot_v1_dot_replication__pb2.LocateManifestRequest.FromString,
+                    response_serializer=proto_dot_nimbus_dot_v1_dot_replication__pb2.LocateManifestResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -441,6 +459,33 @@ class Replication:
             '/nimbus.v1.Replication/Sync',
             proto_dot_nimbus_dot_v1_dot_replication__pb2.SyncRequest.SerializeToString,
             proto_dot_nimbus_dot_v1_dot_replication__pb2.SyncProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LocateManifest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nimbus.v1.Replication/LocateManifest',
+            proto_dot_nimbus_dot_v1_dot_replication__pb2.LocateManifestRequest.SerializeToString,
+            proto_dot_nimbus_dot_v1_dot_replication__pb2.LocateManifestResponse.FromString,
             options,
             channel_credentials,
             insecure,
