@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 from google.protobuf import field_mask_pb2
 
 from console.charts import Chart, hour_chart
@@ -280,6 +281,15 @@ class Operations:
 
     async def sync(self, peer: str, repository: str) -> list[Any]:
         return [item async for item in self.sync_progress(peer, repository)]
+
+    async def locate(self, repository: str, digest: str) -> tuple[list[Any], str]:
+        """Each peer's presence of the manifest, or why the replicator could not say."""
+        request = plb.LocateManifestRequest(repository=repository, reference=digest)
+        try:
+            reply = await self.grpc.unary(REPLICATOR, "LocateManifest", request)
+        except grpc.aio.AioRpcError as error:
+            return [], f"the replicator did not answer: {error.code().name}"
+        return list(reply.peers), ""
 
     # -- garbage collection and health ------------------------------------------------------
 

@@ -3,6 +3,7 @@ identity (the registry's access rules decide for a user; the operator sees every
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from console.sessions import Session
 from proto.nimbus.v1 import registry_pb2 as pb
 
 PAGE_SIZE = 50
+# GetManifest calls at once while the tags of a page get their platforms.
+PLATFORM_CONCURRENCY = 8
 ORDERS = ("name", "-name", "tags", "-tags", "size", "-size", "last_pushed", "-last_pushed")
 # Image configs larger than this are not read for the manifest page.
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -154,6 +157,31 @@ class Catalog:
                 raise NotFound(repository) from None
             raise
         return list(reply.tags), reply.next_page_token
+
+    async def platforms(
+        self, session: Session, repository: str, tags: Sequence[Any]
+    ) -> dict[str, list[Any]]:
+        """Each digest of a page of tags with its platforms: one GetManifest per distinct
+        digest (tags that share a manifest share the call), a few at a time. A manifest that
+        went away since has none."""
+        gate = asyncio.Semaphore(PLATFORM_CONCURRENCY)
+
+        async def one(digest: str) -> list[Any]:
+            request = pb.GetManifestRequest(
+                repository=repository, reference=digest, **_pullable(session)
+            )
+            async with gate:
+                try:
+                    info = await self.grpc.unary(REGISTRY, "GetManifest", request)
+                except grpc.aio.AioRpcError as error:
+                    if _not_found(error):
+                        return []
+                    raise
+            return list(info.platforms)
+
+        digests = sorted({tag.digest for tag in tags if tag.digest})
+        found = await asyncio.gather(*(one(d) for d in digests))
+        return dict(zip(digests, found, strict=True))
 
     async def manifest(self, session: Session, repository: str, reference: str) -> ManifestView:
         request = pb.GetManifestRequest(

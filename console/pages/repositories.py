@@ -26,14 +26,15 @@ async def repositories(request: web.Request) -> web.Response:
 
 async def repository(request: web.Request) -> web.Response:
     name = request.query.get("name", "")
-    tags, next_token = await request.app[CATALOG].tags(
-        current(request), name, request.query.get("page", "")
-    )
+    catalog, session = request.app[CATALOG], current(request)
+    tags, next_token = await catalog.tags(session, name, request.query.get("page", ""))
+    platforms = await catalog.platforms(session, name, tags)
     return render(
         request,
         "repository.html",
         name=name,
         tags=tags,
+        platforms=platforms,
         next_token=next_token,
         host=request.app[CONFIG].pull_host,
         notice=request.query.get("deleted", ""),

@@ -34,6 +34,7 @@ async def test_repositories_repository_and_manifest_pages(
         oci = OCIClient(http, console_registry.url, basic("pusher"))
         image = described_image(7)
         await oci.push_image("team/browse-app", image, "v1")
+        await oci.push_image("team/browse-app", image, "stable")  # the same manifest
         index = make_multiplatform((2000, 3000), seed=8)
         await oci.push_index("team/browse-app", index, "multi")
         await oci.push_image("team/browse-app", make_artifact(image.manifest, SBOM, b"sbom"))
@@ -63,6 +64,17 @@ async def test_repositories_repository_and_manifest_pages(
     tag_rows = rows(page, "tags")
     assert any(r.split()[0] == "v1" and image.digest[:19] in r for r in tag_rows)
     assert any(r.split()[0] == "multi" for r in tag_rows)
+    # Platforms per tag: one GetManifest per distinct manifest of the page, not per tag.
+    by_tag = {r.split()[0]: r for r in tag_rows[1:]}
+    platforms = {t: re.findall(r"linux/\w+", by_tag[t]) for t in ("v1", "stable", "multi")}
+    assert platforms == {
+        "v1": ["linux/arm64"],
+        "stable": ["linux/arm64"],
+        "multi": ["linux/amd64", "linux/arm64"],
+    }
+    console.grpc.calls.clear()
+    await console.get("/repository?name=team/browse-app")
+    assert dict(console.grpc.calls) == {"registry.ListTags": 1, "registry.GetManifest": 2}
     host = console_registry.host
     assert f"docker pull {host}/team/browse-app:v1" in page
     assert (

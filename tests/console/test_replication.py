@@ -224,6 +224,16 @@ async def test_peers_backlog_chart_failure_retry_and_sync(sites: Sites) -> None:
         assert status == 200 and "Retried 1: 1 succeeded." in page, page
         assert re.search(r'data-testid="failures".*?No failures\.', page, re.S)
 
+        # Where a manifest is: a HEAD at each peer through the replicator.
+        assert await _replicated(console, "locked/app", "v1") == {
+            "b": ("absent", "leave it out"),
+            "locked": ("present", "select it"),
+        }
+        assert await _replicated(console, "shop/base", "v1") == {
+            "b": ("absent", "select it"),
+            "locked": ("absent", "leave it out"),
+        }
+
         # A sync streamed as server-sent events: listing, then one message a tag, then done.
         assert await _head(http, sites.b.url, "shop/base", "v1") == 404
         async with console.http.post(
@@ -243,6 +253,7 @@ async def test_peers_backlog_chart_failure_retry_and_sync(sites: Sites) -> None:
         assert copied == {("shop/base", "v1"), ("shop/base", "v2"), ("shop/app", "v1")}
         for tag in old:
             assert await _head(http, sites.b.url, "shop/base", tag) == 200
+        assert (await _replicated(console, "shop/base", "v1"))["b"] == ("present", "select it")
 
         # Without a script the form answers with a page, once the sync is done.
         status, page = await console.post(
@@ -252,6 +263,20 @@ async def test_peers_backlog_chart_failure_retry_and_sync(sites: Sites) -> None:
         result = re.search(r'data-testid="sync-result">([^<]+)<', page)
         assert result and result.group(1).startswith("0 images copied"), page
         assert re.search(r'<progress max="2" value="2">', page), page
+
+
+async def _replicated(console: Console, repository: str, tag: str) -> dict[str, tuple[str, str]]:
+    status, page = await console.get(f"/manifest?repository={repository}&reference={tag}")
+    assert status == 200, page
+    table = re.search(r'data-testid="replicated".*?<tbody>(.*?)</tbody>', page, re.S)
+    assert table, page
+    found = {}
+    for peer, row in re.findall(r'<tr data-peer="([^"]+)">(.*?)</tr>', table.group(1), re.S):
+        has = re.search(r'class="(?:ok|muted|warn)">(\w+)<', row)
+        rules = re.findall(r"<td>([^<]*)</td>", row)
+        assert has and rules, row
+        found[peer] = (has.group(1), rules[-1])
+    return found
 
 
 async def _head(http: aiohttp.ClientSession, base: str, repository: str, tag: str) -> int:
