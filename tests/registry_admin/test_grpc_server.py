@@ -23,6 +23,8 @@ from tests.registry_admin.conftest import TOKEN, run_ctl, start_registry
 
 SERVICES = {
     "nimbus.v1.Registry",
+    # The pull-through cache's API: served always, FAILED_PRECONDITION without upstreams.
+    "nimbus.v1.Cache",
     "grpc.health.v1.Health",
     "grpc.reflection.v1alpha.ServerReflection",
 }
