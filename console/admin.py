@@ -166,6 +166,36 @@ def progress_fields(item: Any) -> dict[str, Any]:
     }
 
 
+GC_KINDS = {1: "blob", 2: "manifest", 3: "upload"}
+GC_PHASES = {1: "Marking", 2: "Sweeping manifests", 3: "Sweeping blobs", 4: "Sweeping uploads"}
+
+
+def gc_fields(item: Any) -> dict[str, Any]:
+    """A GarbageCollectProgress as the live GC panel reads it (phase 1 to 5, 5 done)."""
+    stats = item.stats
+    found: dict[str, Any] = {
+        "phase": int(item.phase),
+        "phase_name": GC_PHASES.get(item.phase, "Done"),
+        "message": item.message,
+        "dry_run": bool(item.dry_run),
+        "done": item.phase == rpb.GarbageCollectProgress.DONE,
+        "freed": human_size(stats.bytes_freed),
+        "blobs_deleted": int(stats.blobs_deleted),
+        "manifests_deleted": int(stats.manifests_deleted),
+        "uploads_deleted": int(stats.uploads_deleted),
+        "blobs_kept_recent": int(stats.blobs_kept_recent),
+    }
+    if item.item.kind:
+        found["item"] = {
+            "kind": GC_KINDS.get(item.item.kind, "item"),
+            "name": " ".join(
+                p for p in (item.item.repository, item.item.digest or item.item.upload_id) if p
+            ),
+            "size": human_size(item.item.size),
+        }
+    return found
+
+
 class Operations:
     def __init__(self, grpc_clients: GrpcClients) -> None:
         self.grpc = grpc_clients
@@ -296,9 +326,12 @@ class Operations:
     async def stats(self) -> Any:
         return await self.grpc.unary(REGISTRY, "GetStats", rpb.GetStatsRequest())
 
-    async def collect(self, dry_run: bool, delete_untagged: bool) -> list[Any]:
+    def collect_progress(self, dry_run: bool, delete_untagged: bool) -> AsyncIterator[Any]:
         request = rpb.GarbageCollectRequest(dry_run=dry_run, delete_untagged=delete_untagged)
-        return [p async for p in self.grpc.stream(REGISTRY, "GarbageCollect", request, 600)]
+        return self.grpc.stream(REGISTRY, "GarbageCollect", request, 600)
+
+    async def collect(self, dry_run: bool, delete_untagged: bool) -> list[Any]:
+        return [p async for p in self.collect_progress(dry_run, delete_untagged)]
 
     async def health(self) -> list[Health]:
         return [await self.grpc.health(s) for s in (REGISTRY, NOTIFIER, REPLICATOR)]

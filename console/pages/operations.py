@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from console import sse
-from console.admin import progress_fields
+from console.admin import gc_fields, progress_fields
 from console.guards import require_admin
 from console.render import render
 from console.state import OPERATIONS, REGISTRIES
@@ -62,12 +62,16 @@ async def gc_page(request: web.Request) -> web.Response:
     return render(request, "gc.html", stats=stats, run=None, dry_run=True)
 
 
-async def gc_run(request: web.Request) -> web.Response:
+async def gc_run(request: web.Request) -> web.StreamResponse:
+    """A collection (or dry run): its progress streamed to the page's script, or the page."""
     require_admin(request)
     form = await request.post()
     dry_run = form.get("mode") != "run"
+    untagged = form.get("delete_untagged") == "on"
     ops = request.app[OPERATIONS]
-    run = await ops.collect(dry_run, form.get("delete_untagged") == "on")
+    if sse.wanted(request):
+        return await sse.relay(request, ops.collect_progress(dry_run, untagged), "gc", gc_fields)
+    run = await ops.collect(dry_run, untagged)
     stats = await ops.stats()
     return render(request, "gc.html", stats=stats, run=run, dry_run=dry_run)
 

@@ -127,6 +127,33 @@ const progressOf = {
       : (data.phase === "listing" ? "Listing what the peer needs…" : "Copying " + data.repository + ":" + data.reference + "…");
     if (data.finished) { panel.dataset.state = "done"; }
   },
+  "gc-live": (panel, form, name, data) => {
+    const bar = panel.querySelector(".live-bar");
+    const text = panel.querySelector(".live-text");
+    if (name === "failure") { text.textContent = "The collection failed: " + data; return; }
+    bar.value = data.phase;
+    bar.textContent = data.phase_name;
+    panel.querySelector(".live-count").textContent = data.phase_name;
+    if (data.item) {
+      const row = document.createElement("tr");
+      for (const value of [data.item.kind, data.item.name, data.item.size]) {
+        const cell = document.createElement("td");
+        cell.textContent = value;
+        row.appendChild(cell);
+      }
+      row.lastChild.className = "num";
+      panel.querySelector(".live-errors").appendChild(row);
+    }
+    const totals = data.blobs_deleted + " blobs, " + data.manifests_deleted + " manifests, " +
+      data.uploads_deleted + " uploads";
+    text.textContent = data.done
+      ? (data.dry_run ? "Dry run done: would free " : "Done: freed ") + data.freed + " (" + totals + ")."
+      : data.message;
+    if (data.done) {
+      panel.dataset.state = "done";
+      for (const b of form.querySelectorAll("[data-after-dry-run]")) { b.hidden = !data.dry_run; }
+    }
+  },
 };
 
 // Forms with data-live="<panel id>": sent with fetch, their progress drawn in the panel.

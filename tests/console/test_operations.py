@@ -116,7 +116,22 @@ async def test_webhook_delivery_redeliver_events_gc_health(
 
         token = await console.csrf("/gc")
         status, page = await console.post("/gc", {"csrf_token": token, "mode": "dry-run"})
-        assert status == 200 and "Dry run" in page and 'value="run"' in page
+        assert status == 200 and "Dry run" in page
+        assert re.search(r'<button[^>]*value="run"[^>]*data-after-dry-run >', page), page
+        # The same dry run, live: the GarbageCollect stream as server-sent events.
+        async with console.http.post(
+            console.url + "/gc",
+            data={"csrf_token": token, "mode": "dry-run"},
+            headers={"Accept": "text/event-stream"},
+        ) as stream:
+            assert stream.status == 200
+            assert stream.headers["Content-Type"].startswith("text/event-stream")
+            progress = await _all_events(stream, "gc")
+        phases = [p["phase"] for p in progress]
+        assert phases == sorted(phases) and phases[0] == 1 and phases[-1] == 5, phases
+        assert progress[-1]["done"] and progress[-1]["dry_run"]
+        assert progress[-1]["freed"].endswith("B")
+        assert all(p["phase_name"] for p in progress)
 
         _, page = await console.get("/health")
         rows = re.findall(r"<tr><td>(.*?)</tr>", page, re.S)
@@ -143,3 +158,16 @@ async def _next_event(feed: aiohttp.ClientResponse) -> dict[str, object]:
             found: dict[str, object] = json.loads(line[6:])
             return found
     raise AssertionError("the stream ended")
+
+
+async def _all_events(stream: aiohttp.ClientResponse, wanted: str) -> list[dict[str, object]]:
+    found: list[dict[str, object]] = []
+    kind = ""
+    async for raw in stream.content:
+        line = raw.decode().rstrip("\n")
+        if line.startswith("event: "):
+            kind = line[7:]
+        elif line.startswith("data: "):
+            assert kind == wanted, (kind, line)
+            found.append(json.loads(line[6:]))
+    return found

@@ -25,8 +25,10 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from proto.nimbus.v1 import replication_pb2 as plb
 from proto.nimbus.v1 import replication_pb2_grpc
 from tests.console.conftest import Console, console_config, start_console
+from tests.console.readable import assert_readable
 from tests.fixtures.images import make_image
 from tests.fixtures.nats import NatsFactory
+from tests.fixtures.notifier import NotifierFactory
 from tests.fixtures.process import ChildProcess
 from tests.fixtures.registry import RegistryFactory, RegistryProcess, free_port
 from tests.fixtures.users import write_htpasswd
@@ -84,6 +86,7 @@ async def sites(
     tmp_path: Path,
     nats_factory: NatsFactory,
     registry_factory: RegistryFactory,
+    notifier_factory: NotifierFactory,
     replicator: list[Replicator],
 ) -> AsyncIterator[Sites]:
     nats = nats_factory()
@@ -98,8 +101,13 @@ async def sites(
     )
     locked = registry_factory(["--config", str(auth / "registry.yaml")])
     replicator.append(Replicator(tmp_path, nats.url, a.url, "a").start())
+    notifier = notifier_factory(nats.url, ["--admin-token", TOKEN])
     config = console_config(
-        a, admin_token=TOKEN, replicator_grpc=replicator[0].address, registry_username=""
+        a,
+        admin_token=TOKEN,
+        replicator_grpc=replicator[0].address,
+        notifier_grpc=notifier.address,
+        registry_username="",
     )
     server, clients = await start_console(config)
     channel = grpc.aio.insecure_channel(replicator[0].address)
@@ -263,6 +271,63 @@ async def test_peers_backlog_chart_failure_retry_and_sync(sites: Sites) -> None:
         result = re.search(r'data-testid="sync-result">([^<]+)<', page)
         assert result and result.group(1).startswith("0 images copied"), page
         assert re.search(r'<progress max="2" value="2">', page), page
+
+
+async def test_every_page_reads_without_javascript(sites: Sites) -> None:
+    """A plain HTTP client (no script runs) gets each page's content in its HTML; the forms
+    answer with pages; the keyboard basics hold on every page."""
+    console, api = sites.console, sites.api
+    await api.CreatePeer(
+        plb.CreatePeerRequest(peer=plb.Peer(name="b", url=sites.b.url, site="b")), metadata=AUTH
+    )
+    status, page = await console.get("/signin")
+    assert status == 200
+    assert_readable(page, "Sign in")
+    await console.sign_in(admin_token=TOKEN)
+    token = await console.csrf("/webhooks/new")
+    status, page = await console.post(
+        "/webhooks",
+        {"csrf_token": token, "url": "http://127.0.0.1:9/hook", "actions": "push", "enabled": "on"},
+    )
+    assert status == 200
+    assert_readable(page, "whsec_")
+    hook = re.search(r'href="(/webhooks/[^"/]+)"', page.split("<main", 1)[1])
+    assert hook
+    async with aiohttp.ClientSession() as http:
+        image = make_image((4000, 1000), seed=90)
+        await OCIClient(http, sites.a.url).push_image("shop/readable", image, "v1")
+    page = await _until(console, hook.group(1), r"<td>push shop/readable:v1</td>")
+    row = [r for r in re.findall(r"<tr>.*?</tr>", page, re.S) if "shop/readable:v1" in r]
+    delivery = re.search(r'href="(/deliveries/[^"]+)"', row[0])
+    assert delivery
+
+    digest = image.digest
+    pages = {
+        "/repositories": ["shop/readable", "1 repositor"],
+        "/repository?name=shop/readable": ["v1", digest[:19], "linux/amd64"],
+        "/manifest?repository=shop/readable&reference=v1": [digest, "Layers", "Replicated"],
+        "/events": ["Events", "The live feed needs JavaScript"],
+        "/webhooks": ["http://127.0.0.1:9/hook"],
+        hook.group(1): ["http://127.0.0.1:9/hook", "Deliveries"],
+        hook.group(1) + "/edit": ["Save"],
+        "/webhooks/new": ["URL"],
+        delivery.group(1): ["Attempts", "no answer"],
+        "/replication": ["Peers", sites.b.url, "every repository, pushes", "Last hour"],
+        "/gc": ["Garbage collection", "repositories"],
+        "/health": ["registry (gRPC)", "notifier (gRPC)", "replicator (gRPC)"],
+    }
+    for path, texts in pages.items():
+        status, page = await console.get(path)
+        assert status == 200, (path, page[:500])
+        assert_readable(page, *texts)
+    status, page = await console.post("/gc", {"csrf_token": token, "mode": "dry-run"})
+    assert status == 200
+    assert_readable(page, "Dry run", "Would free")
+    status, page = await console.post(
+        "/replication/sync", {"csrf_token": token, "peer": "b", "repository": ""}
+    )
+    assert status == 200
+    assert_readable(page, "Sync to b", "1 of 1 tags")
 
 
 async def _replicated(console: Console, repository: str, tag: str) -> dict[str, tuple[str, str]]:
