@@ -121,6 +121,7 @@ def _add_webhook(address: str, url: str, repositories: list[str]) -> str:
 
 def test_console_in_a_real_browser(browser, stack: UpProcess, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
 
     console = f"http://{stack.ports.address('console_port')}"
     site_a = f"http://{stack.registry('a')}"
@@ -164,6 +165,24 @@ def test_console_in_a_real_browser(browser, stack: UpProcess, tmp_path: Path) ->
         browser.find_element(By.NAME, "admin_token").submit()
         _wait_for(browser, lambda: css('[data-testid="who"]'))
         assert css('[data-testid="who"]').text == "admin"
+
+        # The keyboard: the first Tab lands on the skip link, which moves to the content; Tab
+        # then goes through the page's links and buttons, each with a visible focus ring.
+        browser.get(console + "/repositories")
+        css("body").send_keys(Keys.TAB)
+        skip = browser.switch_to.active_element
+        assert skip.text == "Skip to content" and skip.is_displayed()
+        assert skip.value_of_css_property("outline-style") == "solid"
+        skip.send_keys(Keys.ENTER)
+        assert browser.current_url.endswith("#main")
+        browser.get(console + "/repositories")
+        reached = []
+        for _ in range(12):
+            browser.switch_to.active_element.send_keys(Keys.TAB)
+            active = browser.switch_to.active_element
+            reached.append((active.tag_name, active.text or active.get_attribute("name")))
+        assert reached[:3] == [("a", "Skip to content"), ("a", "Nimbus"), ("a", "Repositories")]
+        assert ("button", "Sign out") in reached and ("input", "q") in reached, reached
 
         # Find the image by searching.
         browser.get(console + "/repositories")
@@ -287,11 +306,15 @@ def test_console_in_a_real_browser(browser, stack: UpProcess, tmp_path: Path) ->
         assert browser.current_url == console + "/replication"  # no page was loaded for it
         shot("replication")
 
-        # A GC dry run.
+        # A GC dry run, its progress live from the GarbageCollect stream; then it may run.
         browser.get(console + "/gc")
+        assert not css('button[value="run"]').is_displayed()
         css('button[value="dry-run"]').click()
-        result = _wait_for(browser, lambda: css('[data-testid="gc-result"]'))
-        assert "Would free" in result.text
+        panel = _wait_for(browser, lambda: css('#gc-live[data-state="done"]'))
+        assert css('[data-testid="gc-live-text"]').text.startswith("Dry run done: would free")
+        assert panel.find_element(By.TAG_NAME, "progress").get_attribute("value") == "5"
+        assert css('button[value="run"]').is_displayed()
+        assert browser.current_url == console + "/gc"
         shot("gc")
     finally:
         loop.run(receiver.stop())
