@@ -9,6 +9,7 @@ import os
 import signal
 
 from nimbus import eventloop, logs
+from nimbus.parentdeath import die_with_parent
 from registry.config import RegistryConfig
 
 log = logging.getLogger("nimbus.registry")
@@ -86,7 +87,9 @@ async def serve(config: RegistryConfig, reuse_port: bool = False, worker: int = 
         await runner.cleanup()
 
 
-def _worker(config: RegistryConfig, index: int) -> None:
+def _worker(config: RegistryConfig, index: int, parent: int) -> None:
+    # A supervisor killed by SIGKILL cannot stop its workers: the kernel does.
+    die_with_parent(parent, signal.SIGTERM)
     # A reload signal before the loop takes it over must not end the worker.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     logs.setup(config.log_level)
@@ -107,7 +110,8 @@ def run(config: RegistryConfig) -> None:
         return
     ctx = multiprocessing.get_context("spawn")
     workers = [
-        ctx.Process(target=_worker, args=(config, i), daemon=True) for i in range(config.workers)
+        ctx.Process(target=_worker, args=(config, i, os.getpid()), daemon=True)
+        for i in range(config.workers)
     ]
     for w in workers:
         w.start()

@@ -3,7 +3,8 @@
 Each child runs in its own process group: the terminal's Ctrl-C reaches `nimbus up` alone,
 which then stops the children in reverse dependency order (SIGTERM, then SIGKILL after a
 timeout); signals go to the child's group, so its own sub-processes (registry workers) get
-them too.
+them too. Each child also gets SIGTERM from the kernel when `nimbus up` dies (even by
+SIGKILL), so none outlives it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from nimbus.parentdeath import preexec
 from nimbus.up.stack import ServiceSpec
 
 # Between two readiness checks of a starting child.
@@ -96,6 +98,8 @@ class Supervisor:
                 stderr=asyncio.subprocess.STDOUT,
                 env=self.env,
                 process_group=0,
+                # A SIGKILLed `nimbus up` cannot stop its children: the kernel does.
+                preexec_fn=preexec(signal.SIGTERM),
             )
         except OSError as error:
             raise StartError(
