@@ -6,6 +6,10 @@ behind it, so the stream sees events in the order the registry acknowledged the 
 background task flushes the outbox head first whenever NATS is reachable; the event id as
 `Nats-Msg-Id` makes a copy published twice (ack lost, crash before the entry was removed) land
 once.
+
+An outbox whose worker no longer runs (the worker count was reduced, or the worker died) is
+adopted: while NATS is reachable each sink looks every ADOPT_INTERVAL for sibling outboxes
+nobody holds the lock of, takes the lock, publishes what they hold and lets go.
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ MIN_FLUSH_TIMEOUT = 2.0
 # How often the flusher looks again while NATS stays away.
 RETRY_INTERVAL = 1.0
 MAX_BACKOFF = 5.0
+# How often a sink looks for outboxes of workers that no longer run.
+ADOPT_INTERVAL = 10.0
+# How long a starting worker waits for a sink adopting its outbox to let go of it.
+LOCK_WAIT = 30.0
 
 
 class DurableSink:
@@ -53,11 +61,24 @@ class DurableSink:
         self._logged_depth = 0
         self._failures = 0
         self._retry_at = 0.0
+        self._adopt_at = 0.0
+
+    async def _open_outbox(self) -> None:
+        # Another worker may hold it for a moment, adopting what a previous run left.
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                await self.outbox.open()
+                return
+            except OutboxLocked:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
 
     async def start(self, connect_wait: float = 2.0) -> None:
         """Load the outbox, start flushing, and give NATS a moment to answer first."""
         try:
-            await self.outbox.open()
+            await self._open_outbox()
         except OutboxLocked as exc:
             raise ConfigError(
                 f"events.outbox_dir: {exc}; each registry process needs an outbox of its own"
@@ -123,6 +144,14 @@ class DurableSink:
             except TimeoutError:
                 pass
             self._wake.clear()
+            if self.publisher.ready and time.monotonic() >= self._adopt_at:
+                self._adopt_at = time.monotonic() + ADOPT_INTERVAL
+                try:
+                    await self.adopt_orphans()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("adopting outboxes failed")
             if (
                 self.outbox.depth
                 and self.publisher.connected
@@ -140,14 +169,39 @@ class DurableSink:
                     # Never let the flusher die: the next round tries again.
                     log.exception("outbox flush failed")
 
+    async def adopt_orphans(self) -> int:
+        """Publish what the outboxes of workers that no longer run hold; how many events."""
+        published = 0
+        for directory in await asyncio.to_thread(self.outbox.siblings):
+            orphan = Outbox(directory, self.outbox.max_entry)
+            try:
+                await orphan.open()
+            except OutboxLocked:
+                # Its worker runs (or another sink adopts it right now).
+                orphan.abandon()
+                continue
+            try:
+                if orphan.depth:
+                    log.warning(
+                        "adopting the outbox of a worker that no longer runs",
+                        extra={"outbox": str(directory), "depth": orphan.depth},
+                    )
+                    published += await self._drain(orphan)
+            finally:
+                await orphan.close()
+        return published
+
     async def flush(self) -> None:
         """Publish outbox entries oldest first until it is empty or NATS fails."""
+        await self._drain(self.outbox)
+
+    async def _drain(self, outbox: Outbox) -> int:
         flushed = 0
-        while self.outbox.depth and self.publisher.ready:
+        while outbox.depth and self.publisher.ready:
             try:
-                entry = await self.outbox.head()
+                entry = await outbox.head()
             except OutboxEntryError as exc:
-                await self._skip(exc.seq, exc.reason)
+                await self._skip(outbox, exc.seq, exc.reason)
                 continue
             if entry is None:
                 break
@@ -157,7 +211,7 @@ class DurableSink:
                 message = decode(payload)
                 subject_of(message)
             except (UndecodableEvent, ValueError) as exc:
-                await self._skip(seq, f"not an event: {exc}")
+                await self._skip(outbox, seq, f"not an event: {exc}")
                 continue
             started = time.perf_counter()
             try:
@@ -169,30 +223,31 @@ class DurableSink:
                         "outbox flush paused",
                         extra={
                             "error": repr(exc),
-                            "depth": self.outbox.depth,
+                            "depth": outbox.depth,
                             "failures": self._failures,
                         },
                     )
                 # A server that lost its store answers "no stream": make it again.
                 await self.publisher.ensure_stream()
                 self._back_off()
-                return
+                return flushed
             self._failures = 0
             self.metrics.events_publish_latency.observe(time.perf_counter() - started)
             self.metrics.events_published.labels(message.action, "outbox").inc()
-            await self.outbox.remove(seq)
+            await outbox.remove(seq)
             self._depth_changed()
             flushed += 1
-        if flushed and not self.outbox.depth:
-            log.info("outbox flushed", extra={"events": flushed})
+        if flushed and not outbox.depth:
+            log.info("outbox flushed", extra={"events": flushed, "outbox": str(outbox.directory)})
+        return flushed
 
     def _back_off(self) -> None:
         # NATS is up but refuses or is slow: do not hammer it (a reconnect ends the wait).
         delay = min(MAX_BACKOFF, 0.1 * 2 ** min(self._failures, 10))
         self._retry_at = time.monotonic() + delay
 
-    async def _skip(self, seq: int, reason: str) -> None:
-        target = await self.outbox.quarantine(seq)
+    async def _skip(self, outbox: Outbox, seq: int, reason: str) -> None:
+        target = await outbox.quarantine(seq)
         self.metrics.events_outbox_skipped.inc()
         self._depth_changed()
         log.error(

@@ -82,6 +82,17 @@ class Outbox:
     def depth(self) -> int:
         return len(self._seqs)
 
+    def siblings(self) -> list[Path]:
+        """The other outbox directories beside this one (other workers', running or not)."""
+        parent = self.directory.parent
+        if not parent.is_dir():
+            return []
+        return sorted(
+            path
+            for path in parent.iterdir()
+            if path != self.directory and path.is_dir() and (path / LOCK_FILE).exists()
+        )
+
     def _path(self, seq: int) -> Path:
         return self.directory / f"{seq:020d}{SUFFIX}"
 
@@ -117,6 +128,11 @@ class Outbox:
     async def close(self) -> None:
         await self._io(self._close_sync)
         self._executor.shutdown(wait=True)
+
+    def abandon(self) -> None:
+        """Let go of an outbox that did not open (its lock is another's)."""
+        self._close_sync()
+        self._executor.shutdown(wait=False)
 
     def _close_sync(self) -> None:
         for fd in (self._dir_fd, self._lock_fd):
