@@ -56,7 +56,7 @@ from notifier.deliveries import (
     Rival,
     delivery_id,
 )
-from notifier.errors import InvalidArgument, NotFound
+from notifier.errors import InvalidArgument, NotFound, Unavailable
 from notifier.filters import matches
 from notifier.metrics import FAILED, REFUSED, SUCCEEDED, NotifierMetrics
 from notifier.receivers import Receiver, Receivers
@@ -75,6 +75,8 @@ FINAL = (webhooks_pb2.DELIVERY_STATUS_SUCCEEDED, webhooks_pb2.DELIVERY_STATUS_DE
 LEASE_ACK_WAITS = 2
 # Seconds between tries at most while NATS is away, and before a message handed back returns.
 NATS_RETRY_MAX = 10.0
+# Revision-checked writes of a redelivery's attempt before giving up.
+REDELIVER_WRITES = 5
 
 
 class _Retry(Exception):
@@ -515,12 +517,24 @@ class Dispatcher(LaneHandler[Job]):
             record, receiver, list(webhook.secrets), tls=ReceiverTls.of(webhook)
         )
         await receiver.breaker.record(healthy=not outcome.receiver_failure)
-        record.attempts.append(outcome.attempt)
-        if outcome.succeeded:
-            record.status = webhooks_pb2.DELIVERY_STATUS_SUCCEEDED
-        record.updated_at.GetCurrentTime()
-        await self._deliveries.put(record)
-        return record
+        # Recorded over the record as it is now, revision-checked: an attempt written
+        # meanwhile (another redelivery, another replica) is kept, never overwritten.
+        for _ in range(REDELIVER_WRITES):
+            current, revision = await self._deliveries.read(record.webhook_id, record.id)
+            if current is None:
+                raise NotFound(f"delivery {ident!r} was removed while it was redelivered")
+            attempt = current.attempts.add()
+            attempt.CopyFrom(outcome.attempt)
+            attempt.number = len(current.attempts)
+            if outcome.succeeded:
+                current.status = webhooks_pb2.DELIVERY_STATUS_SUCCEEDED
+            current.updated_at.GetCurrentTime()
+            try:
+                await self._deliveries.write(current, revision)
+            except Conflict:
+                continue
+            return current
+        raise Unavailable(f"delivery {ident!r} kept changing; its attempt was not recorded")
 
     async def test(self, webhook: webhooks_pb2.Webhook) -> webhooks_pb2.DeliveryAttempt:
         if not webhook.url:
