@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP  := $(VENV)/.installed
 
-.PHONY: install lock up test test-deps bench bench-deps lint proto fresh-clone-check clean
+.PHONY: install lock up test test-deps bench bench-deps soak soak-short lint proto fresh-clone-check clean
 
 # Every install comes from uv.lock, exactly: the versions a fresh clone gets are the ones
 # tested here. `make lock` is the one way the lock changes.
@@ -53,6 +53,15 @@ bench-deps: test-deps
 
 bench: bench-deps
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# The chaos soak (not part of `make test`): three sites under load while services are killed,
+# frozen and cut off at random, then an audit of every promise; exit 1 on any violation.
+SOAK_DURATION ?= 600
+soak: install
+	$(BIN)/python -m bench.soak --duration $(SOAK_DURATION) $(SOAK_ARGS)
+
+soak-short: install
+	$(BIN)/python -m bench.soak --duration 120 $(SOAK_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
