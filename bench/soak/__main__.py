@@ -136,11 +136,14 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="nimbus-soak-"))
     top = topology.build(workdir)
+    code = 1
     try:
-        return asyncio.run(soak(top, args.duration, args.rate))
+        code = asyncio.run(soak(top, args.duration, args.rate))
+        return code
     finally:
         top.stop()
-        if args.keep:
+        # The services' logs explain a violation: kept then.
+        if args.keep or code != 0:
             say(f"work directory kept: {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
