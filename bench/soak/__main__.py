@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import shutil
 import sys
 import tempfile
@@ -73,7 +74,7 @@ async def sample(top: topology.Topology, until: float) -> None:
         await asyncio.sleep(2)
 
 
-async def soak(top: topology.Topology, duration: float, rate: float) -> int:
+async def soak(top: topology.Topology, duration: float, rate: float, seed: int) -> int:
     started = time.monotonic()
     await asyncio.to_thread(topology.start, top, say)
     receivers = make_receivers()
@@ -83,10 +84,10 @@ async def soak(top: topology.Topology, duration: float, rate: float) -> int:
     say("configured: webhooks and peers; load and faults start")
     record = Record()
     findings = audit.Findings()
-    faults = Faults(top, receivers, say)
+    faults = Faults(top, receivers, say, seed)
     begun = time.monotonic()
     until = begun + duration
-    async with Load(top, record) as load:
+    async with Load(top, record, seed) as load:
         await asyncio.gather(
             load.run(until, rate=rate, burst_every=20, burst=16),
             faults.run(until),
@@ -118,7 +119,7 @@ async def soak(top: topology.Topology, duration: float, rate: float) -> int:
     for line in faults.log.errors:
         findings.add(f"fault handling: {line}")
     print()
-    print(f"soak {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print(f"soak {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, seed {seed}")
     print(audit.table(record, findings, faults.log.kinds, top, receivers, duration))
     for violation in findings.violations[:50]:
         print(f"VIOLATION {violation}")
@@ -133,12 +134,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--duration", type=float, default=600.0, help="seconds of load (600)")
     parser.add_argument("--rate", type=float, default=3.0, help="operations a second (3)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--seed", type=int, help="of the load and the faults (a new one each run)")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="nimbus-soak-"))
     top = topology.build(workdir)
     code = 1
     try:
-        code = asyncio.run(soak(top, args.duration, args.rate))
+        seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 30)
+        say(f"seed {seed} (--seed {seed} repeats this run's choices)")
+        code = asyncio.run(soak(top, args.duration, args.rate, seed))
         return code
     finally:
         top.stop()
