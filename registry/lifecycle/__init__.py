@@ -89,20 +89,20 @@ class Lifecycle(LifecycleHooks):
             yield
             return
         async with AsyncExitStack() as stack:
-            new_tag = False
+            # Read once, under the repository's lock, for both the quota and the rule.
+            current: Digest | None = None
             if quota is not None:
                 # Holds the repository's lock while the manifest and its tag are written.
-                old = await self._current_tag(name, tag) if tag else None
-                new_tag = bool(tag) and old is None
+                current = await self._current_tag(name, tag) if tag else None
+                new_tag = bool(tag) and current is None
                 await stack.enter_async_context(
                     self.quotas.adding(quota, name, digest, size, new_tag)
                 )
             else:
                 await stack.enter_async_context(self.quotas.lock(name))
+                current = await self._current_tag(name, tag) if tag else None
             if immutable:
-                immutability.check_move(
-                    policies, name, tag, await self._current_tag(name, tag), digest
-                )
+                immutability.check_move(policies, name, tag, current, digest)
             yield
         if quota is not None:
             self._report(await self.quotas.usage(name, quota))
