@@ -1,4 +1,7 @@
-"""`nimbus ctl retention list|add|rm|dry-run|run`: retention rules and runs (nimbus.v1.Registry).
+"""`nimbus ctl retention|immutable|quota`: the lifecycle rules and retention runs.
+
+`retention list|add|rm|dry-run|run`, `immutable list|add|rm` and `quota list|add|rm`, all over
+nimbus.v1.Registry's Get/SetLifecyclePolicies.
 
 Rules are read and written as the registry stores them: an edit reads the stored rules and
 writes them back with the revision it read, so two edits at once never lose one another.
@@ -15,7 +18,7 @@ from nimbus.ctl.command import Commands, Ctl, CtlError, add_command, add_noun
 from nimbus.ctl.output import Column, human_size
 from proto.nimbus.v1 import registry_pb2 as pb
 from proto.nimbus.v1 import registry_pb2_grpc as pb_grpc
-from registry.lifecycle.rules import PolicyError, parse_duration
+from registry.lifecycle.rules import PolicyError, parse_bytes, parse_duration
 
 SERVICE = "registry"
 
@@ -103,20 +106,102 @@ async def retention_add(ctl: Ctl) -> None:
 
 
 async def retention_rm(ctl: Ctl) -> None:
+    await _remove(ctl, "retention", "retention")
+
+
+async def _remove(ctl: Ctl, section: str, noun: str) -> None:
+    """Remove the rule of a section named on the command line."""
     name = ctl.args.name
 
     def remove(policies: Any) -> None:
-        kept = [r for r in policies.retention if r.name != name]
-        if len(kept) == len(policies.retention):
-            raise CtlError(f"no retention rule named {name!r}")
-        del policies.retention[:]
-        policies.retention.extend(kept)
+        rules = getattr(policies, section)
+        kept = [r for r in rules if r.name != name]
+        if len(kept) == len(rules):
+            raise CtlError(f"no {noun} rule named {name!r}")
+        del rules[:]
+        rules.extend(kept)
 
     stored = await _edit(ctl, remove)
     ctl.out.done(
-        f"removed retention rule {name} (revision {stored.revision})",
+        f"removed {noun} rule {name} (revision {stored.revision})",
         {"name": name, "revision": stored.revision},
     )
+
+
+def _append(section: str, noun: str, rule: Any) -> Any:
+    def add(policies: Any) -> None:
+        rules = getattr(policies, section)
+        if any(r.name == rule.name for r in rules):
+            raise CtlError(f"a {noun} rule named {rule.name!r} exists; remove it first")
+        rules.append(rule)
+
+    return add
+
+
+async def _policies(ctl: Ctl) -> Any:
+    return await _stub(ctl).GetLifecyclePolicies(
+        pb.GetLifecyclePoliciesRequest(), timeout=ctl.timeout
+    )
+
+
+# -- immutable tags -----------------------------------------------------------------------
+
+
+async def immutable_list(ctl: Ctl) -> None:
+    ctl.out.table(
+        list((await _policies(ctl)).immutable),
+        [Column("NAME", lambda r: r.name), Column("PATTERN", lambda r: r.pattern)],
+        empty="no immutable tag rules",
+    )
+
+
+async def immutable_add(ctl: Ctl) -> None:
+    a = ctl.args
+    # The registry names the rule after its pattern when no name is given.
+    rule = pb.ImmutableTagRule(name=a.name or a.pattern, pattern=a.pattern)
+    stored = await _edit(ctl, _append("immutable", "immutable tag", rule))
+    ctl.out.done(
+        f"added immutable tag rule {rule.name} (revision {stored.revision})",
+        {"name": rule.name, "revision": stored.revision},
+    )
+
+
+async def immutable_rm(ctl: Ctl) -> None:
+    await _remove(ctl, "immutable", "immutable tag")
+
+
+# -- quotas -------------------------------------------------------------------------------
+
+
+async def quota_list(ctl: Ctl) -> None:
+    ctl.out.table(
+        list((await _policies(ctl)).quotas),
+        [
+            Column("NAME", lambda r: r.name),
+            Column("REPOSITORIES", lambda r: r.repositories),
+            Column("BYTES", lambda r: human_size(r.bytes) if r.bytes else "no limit"),
+            Column("TAGS", lambda r: r.tags or "no limit"),
+        ],
+        empty="no quota rules",
+    )
+
+
+async def quota_add(ctl: Ctl) -> None:
+    a = ctl.args
+    try:
+        size = parse_bytes(a.bytes, "--bytes") if a.bytes is not None else 0
+    except PolicyError as error:
+        raise CtlError(str(error)) from None
+    rule = pb.QuotaRule(name=a.name, repositories=a.repositories, bytes=size, tags=a.tags or 0)
+    stored = await _edit(ctl, _append("quotas", "quota", rule))
+    ctl.out.done(
+        f"added quota rule {a.name} (revision {stored.revision})",
+        {"name": a.name, "revision": stored.revision},
+    )
+
+
+async def quota_rm(ctl: Ctl) -> None:
+    await _remove(ctl, "quotas", "quota")
 
 
 async def _run(ctl: Ctl, dry_run: bool) -> None:
@@ -170,3 +255,29 @@ def register(commands: Commands) -> None:
     _run_arguments(p)
     p = add_command(retention, "run", retention_run, SERVICE, "apply the retention rules now")
     _run_arguments(p)
+
+    immutable = add_noun(commands, "immutable", "immutable tag rules")
+    add_command(immutable, "list", immutable_list, SERVICE, "list the immutable tag rules")
+    p = add_command(
+        immutable,
+        "add",
+        immutable_add,
+        SERVICE,
+        "add a rule: matching tags never move to another manifest and cannot be deleted",
+    )
+    p.add_argument("pattern", help="REPOSITORY-GLOB:TAG-GLOB, e.g. release/*:v*")
+    p.add_argument("--name", help="the rule's name (default: the pattern)")
+    p = add_command(immutable, "rm", immutable_rm, SERVICE, "remove an immutable tag rule")
+    p.add_argument("name")
+
+    quota = add_noun(commands, "quota", "storage quota rules")
+    add_command(quota, "list", quota_list, SERVICE, "list the quota rules")
+    p = add_command(
+        quota, "add", quota_add, SERVICE, "add a rule: limits for each matching repository"
+    )
+    p.add_argument("name")
+    p.add_argument("--repositories", required=True, help="repository glob (* one component, **)")
+    p.add_argument("--bytes", help="bytes each repository may hold, e.g. 500MB or 10GiB")
+    p.add_argument("--tags", type=int, help="tags each repository may hold")
+    p = add_command(quota, "rm", quota_rm, SERVICE, "remove a quota rule")
+    p.add_argument("name")
