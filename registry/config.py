@@ -358,6 +358,11 @@ class LifecycleConfig:
     retention_interval: float = 0.0
     # Seconds a retention run holds its lease in storage without renewing it.
     lease_ttl: float = 60.0
+    # When the integrity scrub runs by itself: an interval ("1d") or a cron expression
+    # ("0 4 * * sun", UTC); empty: only on demand.
+    scrub_schedule: str = ""
+    # Bytes per second the scrub reads back at most; 0: no limit.
+    scrub_rate: int = 50_000_000
 
     def validate(self) -> None:
         from registry.lifecycle.rules import Policies, PolicyError
@@ -372,6 +377,15 @@ class LifecycleConfig:
             raise ConfigError("lifecycle.retention_interval: 0 (off) or more seconds")
         if self.lease_ttl < 1:
             raise ConfigError("lifecycle.lease_ttl: at least 1 second")
+        if self.scrub_rate < 0:
+            raise ConfigError("lifecycle.scrub_rate: 0 (no limit) or more bytes per second")
+        if self.scrub_schedule:
+            from registry.lifecycle.schedule import parse_schedule
+
+            try:
+                parse_schedule(self.scrub_schedule, "lifecycle.scrub_schedule")
+            except PolicyError as exc:
+                raise ConfigError(str(exc)) from None
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """`nimbus ctl retention|immutable|quota`: the lifecycle rules and retention runs.
 
-`retention list|add|rm|dry-run|run`, `immutable list|add|rm` and `quota list|add|rm`, all over
-nimbus.v1.Registry's Get/SetLifecyclePolicies.
+`retention list|add|rm|dry-run|run`, `immutable list|add|rm` and `quota list|add|rm` over
+nimbus.v1.Registry's Get/SetLifecyclePolicies; `scrub run|dry-run` over its RunScrub.
 
 Rules are read and written as the registry stores them: an edit reads the stored rules and
 writes them back with the revision it read, so two edits at once never lose one another.
@@ -63,6 +63,7 @@ async def retention_list(ctl: Ctl) -> None:
             Column("PULLED WITHIN", lambda r: _duration_text(r, "pulled_within")),
             Column("KEEP TAGS", lambda r: ",".join(r.keep_tags) or "-"),
             Column("UNTAGGED OLDER THAN", lambda r: _duration_text(r, "untagged_older_than")),
+            Column("SCHEDULE", lambda r: r.schedule or "-"),
         ],
         empty="no retention rules",
     )
@@ -89,6 +90,7 @@ async def retention_add(ctl: Ctl) -> None:
         pulled_within=_duration(a.pulled_within, "--pulled-within"),
         keep_tags=a.keep_tag or [],
         untagged_older_than=_duration(a.untagged_older_than, "--untagged-older-than"),
+        schedule=a.schedule or "",
     )
     if a.keep_last is not None:
         rule.keep_last = a.keep_last
@@ -225,6 +227,54 @@ async def retention_run(ctl: Ctl) -> None:
     await _run(ctl, dry_run=False)
 
 
+# -- scrub --------------------------------------------------------------------------------
+
+
+async def _scrub(ctl: Ctl, dry_run: bool) -> None:
+    a = ctl.args
+    try:
+        rate = parse_bytes(a.rate, "--rate") if a.rate is not None else 0
+    except PolicyError as error:
+        raise CtlError(str(error)) from None
+    request = pb.RunScrubRequest(dry_run=dry_run, rate=rate, unlimited=a.unlimited)
+    failed = False
+    # No deadline: reading every blob back takes as long as the rate says.
+    async for progress in _stub(ctl).RunScrub(request):
+        if progress.HasField("item"):
+            failed = True
+        phase = pb.ScrubProgress.Phase.Name(progress.phase).lower()
+        if progress.phase == pb.ScrubProgress.DONE:
+            s = progress.stats
+            text = f"[{phase}] {progress.message}"
+            if s.rate:
+                text += (
+                    f"; read at most {human_size(s.max_tick_bytes)} per {s.tick_seconds:g} s "
+                    f"(budget {human_size(s.tick_budget)})"
+                )
+        else:
+            text = f"[{phase}] {progress.message}"
+        ctl.out.stream_item(progress, text)
+    # A script can tell a clean store from one with findings.
+    if failed and not a.no_fail:
+        raise CtlError("the scrub found corrupt or missing blobs")
+
+
+async def scrub_dry_run(ctl: Ctl) -> None:
+    await _scrub(ctl, dry_run=True)
+
+
+async def scrub_run(ctl: Ctl) -> None:
+    await _scrub(ctl, dry_run=False)
+
+
+def _scrub_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rate", help="bytes per second, e.g. 20MB (the registry's setting)")
+    parser.add_argument("--unlimited", action="store_true", help="read as fast as storage can")
+    parser.add_argument(
+        "--no-fail", action="store_true", help="exit 0 even when something is corrupt or missing"
+    )
+
+
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rule", action="append", help="only this rule (repeat; all)")
     parser.add_argument("--quiet", action="store_true", help="phases and totals only, no items")
@@ -247,6 +297,9 @@ def register(commands: Commands) -> None:
     p.add_argument("--pulled-within", help="keep tags pulled within, e.g. 30d")
     p.add_argument("--keep-tag", action="append", help="keep tags matching this glob (repeat)")
     p.add_argument("--untagged-older-than", help="delete untagged manifests older than, e.g. 1d")
+    p.add_argument(
+        "--schedule", help="apply it by itself: an interval (6h) or cron ('0 3 * * *', UTC)"
+    )
     p = add_command(retention, "rm", retention_rm, SERVICE, "remove a retention rule")
     p.add_argument("name")
     p = add_command(
@@ -269,6 +322,16 @@ def register(commands: Commands) -> None:
     p.add_argument("--name", help="the rule's name (default: the pattern)")
     p = add_command(immutable, "rm", immutable_rm, SERVICE, "remove an immutable tag rule")
     p.add_argument("name")
+
+    scrub = add_noun(commands, "scrub", "integrity scrub: re-hash stored blobs")
+    p = add_command(
+        scrub, "dry-run", scrub_dry_run, SERVICE, "report corrupt or missing blobs, move nothing"
+    )
+    _scrub_arguments(p)
+    p = add_command(
+        scrub, "run", scrub_run, SERVICE, "report corrupt or missing blobs, quarantine the corrupt"
+    )
+    _scrub_arguments(p)
 
     quota = add_noun(commands, "quota", "storage quota rules")
     add_command(quota, "list", quota_list, SERVICE, "list the quota rules")

@@ -1,4 +1,4 @@
-"""Lifecycle rules, quota usage and retention progress as `nimbus.v1` messages, and back."""
+"""Lifecycle rules, quota usage, retention and scrub progress as `nimbus.v1` messages, and back."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from proto.nimbus.v1 import registry_pb2 as pb
 from registry.lifecycle.quotas import QuotaUsage
 from registry.lifecycle.retention import RetentionProgress, RetentionStats
 from registry.lifecycle.rules import Policies
+from registry.lifecycle.scrub import ScrubProgress, ScrubStats
 from registry.lifecycle.store import StoredPolicies
 
 
@@ -39,6 +40,7 @@ def policies(stored: StoredPolicies) -> pb.LifecyclePolicies:
                 pulled_within=_duration(r.pulled_within),
                 keep_tags=list(r.keep_tags),
                 untagged_older_than=_duration(r.untagged_older_than),
+                schedule=r.schedule,
             )
             for r in p.retention
         ],
@@ -85,6 +87,8 @@ def parse_policies(message: pb.LifecyclePolicies) -> Policies:
                 rule[field] = seconds
         if r.keep_tags:
             rule["keep_tags"] = list(r.keep_tags)
+        if r.schedule:
+            rule["schedule"] = r.schedule
         raw["retention"].append(rule)
     return Policies.parse(raw, "policies")
 
@@ -129,5 +133,45 @@ def retention_progress(item: RetentionProgress) -> pb.RetentionProgress:
         message=item.message,
         item=entry,
         stats=retention_stats(item.stats),
+        dry_run=item.dry_run,
+    )
+
+
+def scrub_stats(item: ScrubStats) -> pb.ScrubStats:
+    ticks = item.ticks
+    return pb.ScrubStats(
+        blobs_checked=item.blobs_checked,
+        bytes_hashed=item.bytes_hashed,
+        corrupt=item.corrupt,
+        quarantined=item.quarantined,
+        manifests_checked=item.manifests_checked,
+        missing=item.missing,
+        rate=item.rate,
+        tick_seconds=ticks.tick_seconds if ticks else 0.0,
+        tick_budget=ticks.budget if ticks else 0,
+        max_tick_bytes=ticks.max_tick_bytes if ticks else 0,
+        ticks=ticks.ticks if ticks else 0,
+        started=timestamp(item.started) if item.started else None,
+        finished=timestamp(item.finished) if item.finished else None,
+    )
+
+
+def scrub_progress(item: ScrubProgress) -> pb.ScrubProgress:
+    entry = None
+    if item.item is not None:
+        entry = pb.ScrubItem(
+            kind=item.item.kind.name,
+            digest=item.item.digest,
+            actual_digest=item.item.actual,
+            repository=item.item.repository,
+            manifest=item.item.manifest,
+            size=item.item.size,
+            quarantined=item.item.quarantined,
+        )
+    return pb.ScrubProgress(
+        phase=item.phase.name,
+        message=item.message,
+        item=entry,
+        stats=scrub_stats(item.stats),
         dry_run=item.dry_run,
     )

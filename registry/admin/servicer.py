@@ -235,3 +235,16 @@ class RegistryAdmin(pb_grpc.RegistryServicer):  # type: ignore[misc]
             raise OCIError(ErrorCode.UNSUPPORTED, "retention is not available here")
         async for progress in retention.run_detached(request.dry_run, list(request.rules)):
             yield lifecycle_messages.retention_progress(progress)
+
+    @_mapped_stream
+    async def RunScrub(
+        self, request: pb.RunScrubRequest, context: Context
+    ) -> AsyncIterator[pb.ScrubProgress]:
+        scrub = self._lifecycle().scrub
+        if scrub is None:
+            raise OCIError(ErrorCode.UNSUPPORTED, "the scrub is not available here")
+        if request.rate < 0:
+            raise PolicyError(f"rate: 0 (the configured one) or more bytes/s, got {request.rate}")
+        rate = 0 if request.unlimited else (request.rate or None)
+        async for progress in scrub.run_detached(request.dry_run, rate):
+            yield lifecycle_messages.scrub_progress(progress)

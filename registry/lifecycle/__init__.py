@@ -1,4 +1,4 @@
-"""Image lifecycle: immutable tags, storage quotas, pull times and retention.
+"""Image lifecycle: immutable tags, storage quotas, pull times, retention and the scrub.
 
 `Lifecycle` is what the manifest and upload services call (`registry.lifecycle.hooks`), over
 the rules of `registry.lifecycle.store` (stored once, shared by every replica).
@@ -18,6 +18,7 @@ from registry.lifecycle.hooks import LifecycleHooks
 from registry.lifecycle.pulltimes import PullTimes
 from registry.lifecycle.quotas import QuotaService, QuotaUsage
 from registry.lifecycle.rules import Policies
+from registry.lifecycle.schedule import Schedule, run_on_schedule
 from registry.lifecycle.store import PolicyStore
 from registry.reference import Digest
 from registry.storage import paths
@@ -25,6 +26,7 @@ from registry.storage.driver import PathNotFoundError, StorageDriver
 
 if TYPE_CHECKING:
     from registry.lifecycle.retention import RetentionService
+    from registry.lifecycle.scrub import ScrubService
 
 __all__ = ["Lifecycle", "LifecycleSettings"]
 
@@ -36,6 +38,10 @@ class LifecycleSettings:
     pull_flush_interval: float = 60.0
     retention_interval: float = 0.0
     lease_ttl: float = 60.0
+    scrub_schedule: Schedule | None = None
+    scrub_rate: int = 0
+    # Longest wait between two looks at the schedules (rules edited meanwhile).
+    schedule_poll: float = 30.0
 
 
 class Lifecycle(LifecycleHooks):
@@ -49,21 +55,45 @@ class Lifecycle(LifecycleHooks):
         self.on_usage: list[Callable[[QuotaUsage], None]] = []
         # Set by registry.lifecycle.setup, over the manifest service.
         self.retention: RetentionService | None = None
-        self._schedule: asyncio.Task[None] | None = None
+        self.scrub: ScrubService | None = None
+        self._schedules: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         await self.store.open()
         self.pulls.start()
-        if self.retention is not None and self.settings.retention_interval > 0:
-            self._schedule = asyncio.create_task(
-                self.retention.scheduled(self.settings.retention_interval)
+        poll = self.settings.schedule_poll
+        retention, scrub = self.retention, self.scrub
+        if retention is not None:
+            if self.settings.retention_interval > 0:
+                self._schedules.append(
+                    asyncio.create_task(retention.scheduled(self.settings.retention_interval))
+                )
+
+            async def rule_schedules() -> dict[str, Schedule]:
+                return retention.schedules(await self.store.current())
+
+            self._schedules.append(
+                asyncio.create_task(run_on_schedule(rule_schedules, retention.run_scheduled, poll))
+            )
+        if scrub is not None and self.settings.scrub_schedule is not None:
+            fixed = {"scrub": self.settings.scrub_schedule}
+
+            async def scrub_schedule() -> dict[str, Schedule]:
+                return fixed
+
+            async def run_scrub(_: Sequence[str]) -> None:
+                await scrub.run_scheduled()
+
+            self._schedules.append(
+                asyncio.create_task(run_on_schedule(scrub_schedule, run_scrub, poll))
             )
 
     async def close(self) -> None:
-        if self._schedule is not None:
-            self._schedule.cancel()
+        for task in self._schedules:
+            task.cancel()
+        for task in self._schedules:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._schedule
+                await task
         await self.pulls.close()
 
     async def _current_tag(self, name: str, tag: str) -> Digest | None:

@@ -25,6 +25,7 @@ from registry.errors import OCIError
 from registry.lifecycle.lease import Lease, LeaseHeld
 from registry.lifecycle.pulltimes import PullTimes
 from registry.lifecycle.rules import Policies, RetentionRule
+from registry.lifecycle.schedule import Schedule, parse_schedule
 from registry.lifecycle.store import PolicyStore
 from registry.reference import Digest
 from registry.services.manifests import ManifestService
@@ -390,14 +391,31 @@ class RetentionService:
         """Run every ``interval`` seconds; a replica finding the lease held skips that turn."""
         while True:
             await asyncio.sleep(interval)
-            try:
-                async for progress in self.run(dry_run=False):
-                    if progress.phase == Phase.DONE:
-                        log.info("scheduled retention run", extra={"summary": progress.message})
-            except LeaseHeld:
-                continue
-            except Exception as error:
-                log.warning("scheduled retention run failed", extra={"error": str(error)})
+            await self.run_scheduled()
+
+    async def run_scheduled(self, rules: Sequence[str] = ()) -> None:
+        """One scheduled run (of ``rules``, or all); a replica finding the lease held leaves
+        the turn to the holder. Failures are logged: the schedule goes on."""
+        try:
+            async for progress in self.run(dry_run=False, rules=rules):
+                if progress.phase == Phase.DONE:
+                    log.info(
+                        "scheduled retention run",
+                        extra={"summary": progress.message, "rules": list(rules)},
+                    )
+        except LeaseHeld:
+            return
+        except Exception as error:
+            log.warning("scheduled retention run failed", extra={"error": str(error)})
+
+    @staticmethod
+    def schedules(policies: Policies) -> dict[str, Schedule]:
+        """The rules that run by themselves, by name."""
+        return {
+            r.name: parse_schedule(r.schedule, f"retention {r.name}.schedule")
+            for r in policies.retention
+            if r.schedule
+        }
 
 
 def _blobs(document: ManifestDocument) -> list[str]:

@@ -34,6 +34,7 @@ _RETENTION_KEYS = frozenset(
         "pulled_within",
         "keep_tags",
         "untagged_older_than",
+        "schedule",
     }
 )
 
@@ -185,6 +186,9 @@ class RetentionRule:
     pulled_within: float | None = None
     keep_tags: tuple[str, ...] = ()
     untagged_older_than: float | None = None
+    # When the registry applies the rule by itself: an interval or a cron expression
+    # (registry.lifecycle.schedule); empty: on demand (and lifecycle.retention_interval).
+    schedule: str = ""
     _repo: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _keep: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
 
@@ -216,6 +220,8 @@ class RetentionRule:
                 out[key] = value
         if self.keep_tags:
             out["keep_tags"] = list(self.keep_tags)
+        if self.schedule:
+            out["schedule"] = self.schedule
         return out
 
 
@@ -305,6 +311,19 @@ def _optional_duration(rule: Mapping[str, Any], field_name: str, key: str) -> fl
     return None if value is None else parse_duration(value, f"{key}.{field_name}")
 
 
+def _schedule(rule: Mapping[str, Any], name: str, key: str) -> str:
+    # Imported here: the schedule module reads durations with this one's parser.
+    from registry.lifecycle.schedule import parse_schedule
+
+    value = rule.get("schedule")
+    if value is None or value == "":
+        return ""
+    try:
+        return parse_schedule(value, f"{key}.schedule").text
+    except PolicyError as error:
+        raise PolicyError(f"{error} (retention rule {name!r})") from None
+
+
 def _retention(raw: Any, key: str) -> RetentionRule:
     rule = _keys(raw, _RETENTION_KEYS, key)
     if "repositories" not in rule:
@@ -316,14 +335,16 @@ def _retention(raw: Any, key: str) -> RetentionRule:
         keep_tags = [keep_tags]
     if not isinstance(keep_tags, list):
         raise PolicyError(f"{key}.keep_tags: expected a list of tag globs")
+    name = _name(rule, repositories, key)
     parsed = RetentionRule(
-        name=_name(rule, repositories, key),
+        name=name,
         repositories=repositories,
         keep_last=None if keep_last is None else _count(keep_last, f"{key}.keep_last"),
         pushed_within=_optional_duration(rule, "pushed_within", key),
         pulled_within=_optional_duration(rule, "pulled_within", key),
         keep_tags=tuple(_tag_glob(g, f"{key}.keep_tags[{i}]") for i, g in enumerate(keep_tags)),
         untagged_older_than=_optional_duration(rule, "untagged_older_than", key),
+        schedule=_schedule(rule, name, key),
     )
     if not parsed.selects_tags and parsed.untagged_older_than is None:
         raise PolicyError(

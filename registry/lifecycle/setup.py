@@ -11,6 +11,8 @@ from registry.lifecycle import Lifecycle, LifecycleSettings
 from registry.lifecycle.quotas import QuotaUsage
 from registry.lifecycle.retention import RetentionService
 from registry.lifecycle.rules import Policies
+from registry.lifecycle.schedule import parse_schedule
+from registry.lifecycle.scrub import ScrubService
 from registry.metrics import RegistryMetrics
 
 
@@ -54,6 +56,12 @@ async def install_lifecycle(config: RegistryConfig, app: web.Application) -> Lif
             pull_flush_interval=settings.pull_flush_interval,
             retention_interval=settings.retention_interval,
             lease_ttl=settings.lease_ttl,
+            scrub_schedule=(
+                parse_schedule(settings.scrub_schedule, "lifecycle.scrub_schedule")
+                if settings.scrub_schedule
+                else None
+            ),
+            scrub_rate=settings.scrub_rate,
         ),
     )
     lifecycle.retention = RetentionService(
@@ -63,6 +71,9 @@ async def install_lifecycle(config: RegistryConfig, app: web.Application) -> Lif
         lifecycle.store,
         lifecycle.pulls,
         settings.lease_ttl,
+    )
+    lifecycle.scrub = ScrubService(
+        services.driver, services.repositories, settings.scrub_rate, settings.lease_ttl
     )
     _gauges(app[METRICS], lifecycle)
     services.install_lifecycle(lifecycle)

@@ -350,7 +350,7 @@ class QuotaRule(_message.Message):
     def __init__(self, name: _Optional[str] = ..., repositories: _Optional[str] = ..., bytes: _Optional[int] = ..., tags: _Optional[int] = ...) -> None: ...
 
 class RetentionRule(_message.Message):
-    __slots__ = ("name", "repositories", "keep_last", "pushed_within", "pulled_within", "keep_tags", "untagged_older_than")
+    __slots__ = ("name", "repositories", "keep_last", "pushed_within", "pulled_within", "keep_tags", "untagged_older_than", "schedule")
     NAME_FIELD_NUMBER: _ClassVar[int]
     REPOSITORIES_FIELD_NUMBER: _ClassVar[int]
     KEEP_LAST_FIELD_NUMBER: _ClassVar[int]
@@ -358,6 +358,7 @@ class RetentionRule(_message.Message):
     PULLED_WITHIN_FIELD_NUMBER: _ClassVar[int]
     KEEP_TAGS_FIELD_NUMBER: _ClassVar[int]
     UNTAGGED_OLDER_THAN_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
     name: str
     repositories: str
     keep_last: int
@@ -365,7 +366,8 @@ class RetentionRule(_message.Message):
     pulled_within: _duration_pb2.Duration
     keep_tags: _containers.RepeatedScalarFieldContainer[str]
     untagged_older_than: _duration_pb2.Duration
-    def __init__(self, name: _Optional[str] = ..., repositories: _Optional[str] = ..., keep_last: _Optional[int] = ..., pushed_within: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., pulled_within: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., keep_tags: _Optional[_Iterable[str]] = ..., untagged_older_than: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    schedule: str
+    def __init__(self, name: _Optional[str] = ..., repositories: _Optional[str] = ..., keep_last: _Optional[int] = ..., pushed_within: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., pulled_within: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., keep_tags: _Optional[_Iterable[str]] = ..., untagged_older_than: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., schedule: _Optional[str] = ...) -> None: ...
 
 class LifecyclePolicies(_message.Message):
     __slots__ = ("immutable", "quotas", "retention", "revision", "updated", "source")
@@ -472,3 +474,93 @@ class RetentionProgress(_message.Message):
     stats: RetentionStats
     dry_run: bool
     def __init__(self, phase: _Optional[_Union[RetentionProgress.Phase, str]] = ..., message: _Optional[str] = ..., item: _Optional[_Union[RetentionItem, _Mapping]] = ..., stats: _Optional[_Union[RetentionStats, _Mapping]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class RunScrubRequest(_message.Message):
+    __slots__ = ("dry_run", "rate", "unlimited")
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    RATE_FIELD_NUMBER: _ClassVar[int]
+    UNLIMITED_FIELD_NUMBER: _ClassVar[int]
+    dry_run: bool
+    rate: int
+    unlimited: bool
+    def __init__(self, dry_run: _Optional[bool] = ..., rate: _Optional[int] = ..., unlimited: _Optional[bool] = ...) -> None: ...
+
+class ScrubItem(_message.Message):
+    __slots__ = ("kind", "digest", "actual_digest", "repository", "manifest", "size", "quarantined")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[ScrubItem.Kind]
+        CORRUPT: _ClassVar[ScrubItem.Kind]
+        MISSING: _ClassVar[ScrubItem.Kind]
+    KIND_UNSPECIFIED: ScrubItem.Kind
+    CORRUPT: ScrubItem.Kind
+    MISSING: ScrubItem.Kind
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    ACTUAL_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINED_FIELD_NUMBER: _ClassVar[int]
+    kind: ScrubItem.Kind
+    digest: str
+    actual_digest: str
+    repository: str
+    manifest: str
+    size: int
+    quarantined: bool
+    def __init__(self, kind: _Optional[_Union[ScrubItem.Kind, str]] = ..., digest: _Optional[str] = ..., actual_digest: _Optional[str] = ..., repository: _Optional[str] = ..., manifest: _Optional[str] = ..., size: _Optional[int] = ..., quarantined: _Optional[bool] = ...) -> None: ...
+
+class ScrubStats(_message.Message):
+    __slots__ = ("blobs_checked", "bytes_hashed", "corrupt", "quarantined", "manifests_checked", "missing", "rate", "tick_seconds", "tick_budget", "max_tick_bytes", "ticks", "started", "finished")
+    BLOBS_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_HASHED_FIELD_NUMBER: _ClassVar[int]
+    CORRUPT_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINED_FIELD_NUMBER: _ClassVar[int]
+    MANIFESTS_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    RATE_FIELD_NUMBER: _ClassVar[int]
+    TICK_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TICK_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    MAX_TICK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TICKS_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    blobs_checked: int
+    bytes_hashed: int
+    corrupt: int
+    quarantined: int
+    manifests_checked: int
+    missing: int
+    rate: int
+    tick_seconds: float
+    tick_budget: int
+    max_tick_bytes: int
+    ticks: int
+    started: _timestamp_pb2.Timestamp
+    finished: _timestamp_pb2.Timestamp
+    def __init__(self, blobs_checked: _Optional[int] = ..., bytes_hashed: _Optional[int] = ..., corrupt: _Optional[int] = ..., quarantined: _Optional[int] = ..., manifests_checked: _Optional[int] = ..., missing: _Optional[int] = ..., rate: _Optional[int] = ..., tick_seconds: _Optional[float] = ..., tick_budget: _Optional[int] = ..., max_tick_bytes: _Optional[int] = ..., ticks: _Optional[int] = ..., started: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ScrubProgress(_message.Message):
+    __slots__ = ("phase", "message", "item", "stats", "dry_run")
+    class Phase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        PHASE_UNSPECIFIED: _ClassVar[ScrubProgress.Phase]
+        HASH_BLOBS: _ClassVar[ScrubProgress.Phase]
+        CHECK_MANIFESTS: _ClassVar[ScrubProgress.Phase]
+        DONE: _ClassVar[ScrubProgress.Phase]
+    PHASE_UNSPECIFIED: ScrubProgress.Phase
+    HASH_BLOBS: ScrubProgress.Phase
+    CHECK_MANIFESTS: ScrubProgress.Phase
+    DONE: ScrubProgress.Phase
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    phase: ScrubProgress.Phase
+    message: str
+    item: ScrubItem
+    stats: ScrubStats
+    dry_run: bool
+    def __init__(self, phase: _Optional[_Union[ScrubProgress.Phase, str]] = ..., message: _Optional[str] = ..., item: _Optional[_Union[ScrubItem, _Mapping]] = ..., stats: _Optional[_Union[ScrubStats, _Mapping]] = ..., dry_run: _Optional[bool] = ...) -> None: ...

@@ -84,6 +84,11 @@ class RegistryStub:
                 request_serializer=proto_dot_nimbus_dot_v1_dot_registry__pb2.RunRetentionRequest.SerializeToString,
                 response_deserializer=proto_dot_nimbus_dot_v1_dot_registry__pb2.RetentionProgress.FromString,
                 _registered_method=True)
+        self.RunScrub = channel.unary_stream(
+                '/nimbus.v1.Registry/RunScrub',
+                request_serializer=proto_dot_nimbus_dot_v1_dot_registry__pb2.RunScrubRequest.SerializeToString,
+                response_deserializer=proto_dot_nimbus_dot_v1_dot_registry__pb2.ScrubProgress.FromString,
+                _registered_method=True)
 
 
 class RegistryServicer:
@@ -164,6 +169,16 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RunScrub(self, request, context):
+        """Re-hashes every stored blob (manifests included) at a bounded rate and checks that every
+        manifest's blobs are there, streaming what is corrupt or missing. A corrupt blob is moved
+        to quarantine (not served: a pull answers BLOB_UNKNOWN, a push stores it afresh) unless
+        dry_run. Publishes no event. One run at a time across replicas (FAILED_PRECONDITION).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -216,6 +231,11 @@ def add_RegistryServicer_to_server(servicer, server):
                     servicer.RunRetention,
                     request_deserializer=proto_dot_nimbus_dot_v1_dot_registry__pb2.RunRetentionRequest.FromString,
                     response_serializer=proto_dot_nimbus_dot_v1_dot_registry__pb2.RetentionProgress.SerializeToString,
+            ),
+            'RunScrub': grpc.unary_stream_rpc_method_handler(
+                    servicer.RunScrub,
+                    request_deserializer=proto_dot_nimbus_dot_v1_dot_registry__pb2.RunScrubRequest.FromString,
+                    response_serializer=proto_dot_nimbus_dot_v1_dot_registry__pb2.ScrubProgress.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -488,6 +508,33 @@ class Registry:
             '/nimbus.v1.Registry/RunRetention',
             proto_dot_nimbus_dot_v1_dot_registry__pb2.RunRetentionRequest.SerializeToString,
             proto_dot_nimbus_dot_v1_dot_registry__pb2.RetentionProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunScrub(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/nimbus.v1.Registry/RunScrub',
+            proto_dot_nimbus_dot_v1_dot_registry__pb2.RunScrubRequest.SerializeToString,
+            proto_dot_nimbus_dot_v1_dot_registry__pb2.ScrubProgress.FromString,
             options,
             channel_credentials,
             insecure,
