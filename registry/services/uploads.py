@@ -114,6 +114,9 @@ class UploadService:
             except OCIError as error:
                 await self._forget_refused(name, upload_id, error)
                 raise
+            except PathNotFoundError:
+                # Cancelled or completed by another request (another worker or replica).
+                raise _gone(upload_id) from None
 
     async def _forget_refused(self, name: str, upload_id: str, error: OCIError) -> None:
         """A push refused by a quota keeps nothing it stored."""
@@ -238,36 +241,17 @@ class UploadService:
         quiet: bool = False,
     ) -> BlobInfo:
         started = time.monotonic()
-        data_path = paths.upload_data(name, upload_id)
-        # Commit before hashing: an object store reads a file's bytes only once committed (and
-        # committing a file no chunk reached makes it, empty).
-        if body is not None:
-            status = await self._append(
-                name, upload_id, body, content_range, content_length, commit=True, digest=digest
+        try:
+            status = await self._commit_and_store(
+                name, upload_id, digest, body, content_length, content_range
             )
-        else:
-            status = await self.status(name, upload_id)
-            writer = await self.driver.writer(data_path, append=True)
-            await writer.commit()
-        actual = await self._digest_of(name, upload_id, digest.algorithm, status.size)
-        if actual != digest.hex:
-            await self.cancel(name, upload_id)
-            raise OCIError(
-                ErrorCode.DIGEST_INVALID,
-                "provided digest did not match uploaded content",
-                detail={"digest": str(digest), "actual": f"{digest.algorithm}:{actual}"},
-            )
-        # Link before looking for the data: a garbage collection setting an unreferenced copy
-        # aside either sees this fresh link and puts it back, or is seen here as missing data.
-        blob_path = paths.blob_data(digest)
-        async with self.hooks.linking_blob(name, digest, status.size):
-            await self.blobs.link(name, digest)
-            if await self.driver.stat(blob_path) is None:
-                await self.driver.move(data_path, blob_path)
+        except PathNotFoundError:
+            return await self._ended_elsewhere(name, upload_id, digest)
         await self._forget(name, upload_id)
         if self.on_complete is not None and not quiet:
             self.on_complete(time.monotonic() - started)
         # Linked, and its data is in place with the size just hashed: no need to look again.
+        blob_path = paths.blob_data(digest)
         info = BlobInfo(digest, status.size, self.driver.local_path(blob_path))
         if self.emit_blob_events and not quiet:
             await self.events.emit(
@@ -281,6 +265,63 @@ class UploadService:
                     context=ctx,
                 )
             )
+        return info
+
+    async def _commit_and_store(
+        self,
+        name: str,
+        upload_id: str,
+        digest: Digest,
+        body: AsyncIterator[bytes] | None,
+        content_length: int | None,
+        content_range: tuple[int, int] | None,
+    ) -> UploadStatus:
+        """Commit the session's data, check its digest and move it into place as the blob.
+
+        Raises PathNotFoundError when the data goes away meanwhile."""
+        data_path = paths.upload_data(name, upload_id)
+        # Commit before hashing: an object store reads a file's bytes only once committed (and
+        # committing a file no chunk reached makes it, empty).
+        if body is not None:
+            status = await self._append(
+                name, upload_id, body, content_range, content_length, commit=True, digest=digest
+            )
+        else:
+            status = await self.status(name, upload_id)
+            writer = await self.driver.writer(data_path, append=True)
+            await writer.commit()
+        actual = await self._digest_of(name, upload_id, digest.algorithm, status.size)
+        if actual != digest.hex:
+            await self._forget(name, upload_id)
+            raise OCIError(
+                ErrorCode.DIGEST_INVALID,
+                "provided digest did not match uploaded content",
+                detail={"digest": str(digest), "actual": f"{digest.algorithm}:{actual}"},
+            )
+        # Link before looking for the data: a garbage collection setting an unreferenced copy
+        # aside either sees this fresh link and puts it back, or is seen here as missing data.
+        blob_path = paths.blob_data(digest)
+        async with self.hooks.linking_blob(name, digest, status.size):
+            await self.blobs.link(name, digest)
+            if await self.driver.stat(blob_path) is None:
+                await self.driver.move(data_path, blob_path)
+        return status
+
+    async def _ended_elsewhere(self, name: str, upload_id: str, digest: Digest) -> BlobInfo:
+        """The session's data went while this request completed it: a DELETE of the session or
+        a second completion of it, in another worker or replica, got there first.
+
+        The blob is only stored if its data is in place under its digest (moved there by the
+        other completion, verified by it): then this completion succeeds too. Otherwise the
+        session is over and the client starts again (the spec's BLOB_UPLOAD_UNKNOWN); what this
+        request linked points at no data and stays invisible, as after a crash."""
+        self._hashes.pop(upload_id, None)
+        try:
+            info = await self.blobs.stat(name, digest)
+        except OCIError:
+            await self._forget(name, upload_id)
+            raise _gone(upload_id) from None
+        await self._forget(name, upload_id)
         return info
 
     async def monolithic(
@@ -309,8 +350,10 @@ class UploadService:
             raise
 
     async def cancel(self, name: str, upload_id: str) -> None:
-        await self.status(name, upload_id)
-        await self._forget(name, upload_id)
+        # After a chunk or completion of this session running in this process, not amid it.
+        async with self._lock(upload_id):
+            await self.status(name, upload_id)
+            await self._forget(name, upload_id)
 
     async def _forget(self, name: str, upload_id: str) -> None:
         self._hashes.pop(upload_id, None)
@@ -335,6 +378,14 @@ class UploadService:
         self._hashes[upload_id] = state
         while len(self._hashes) > MAX_CACHED_HASHERS:
             self._hashes.popitem(last=False)
+
+
+def _gone(upload_id: str) -> OCIError:
+    return OCIError(
+        ErrorCode.BLOB_UPLOAD_UNKNOWN,
+        "the upload session was cancelled or completed by another request; start a new one",
+        detail={"uuid": upload_id},
+    )
 
 
 async def _batches(body: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:

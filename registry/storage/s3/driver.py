@@ -20,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from nimbus.config import ConfigError
 from registry.storage.driver import FileInfo, FileWriter, PathNotFoundError, StorageDriver
 from registry.storage.s3.bucket import Bucket
-from registry.storage.s3.errors import error_code, is_not_found
+from registry.storage.s3.errors import error_code, is_no_upload, is_not_found
 from registry.storage.s3.settings import S3Settings
 from registry.storage.s3.state import WRITER_STATE, file_key, is_state_key, state_key
 from registry.storage.s3.writer import open_writer
@@ -225,7 +225,13 @@ class S3Driver(StorageDriver):
         found = await bucket.info(src)
         if found is None:
             raise PathNotFoundError(source)
-        await bucket.copy(src, dst, found[0])
+        try:
+            await bucket.copy(src, dst, found[0])
+        except ClientError as error:
+            # Deleted (by another replica) between the HEAD and the copy: as if never there.
+            if is_no_upload(error):
+                raise PathNotFoundError(source) from None
+            raise
         await bucket.delete(src)
 
     async def delete(self, path: str) -> None:

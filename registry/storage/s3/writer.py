@@ -12,9 +12,12 @@ import asyncio
 import contextlib
 import math
 
-from registry.storage.driver import FileWriter
+from botocore.exceptions import ClientError
+
+from registry.storage.driver import FileWriter, PathNotFoundError
 from registry.storage.s3.bucket import Bucket
 from registry.storage.s3.buffers import Body, Chunks
+from registry.storage.s3.errors import is_no_upload
 from registry.storage.s3.settings import MAX_COPY_SIZE, MAX_PARTS, MIN_PART_SIZE
 from registry.storage.s3.state import Part, WriterState, state_key
 
@@ -131,6 +134,11 @@ class S3Writer(FileWriter):
             return
         try:
             self._state.parts.append(await task)
+        except ClientError as error:
+            # Another replica completed or aborted the upload this writer continues.
+            if is_no_upload(error):
+                raise PathNotFoundError(self._key) from None
+            raise
         finally:
             self._sending_size = 0
 
@@ -218,6 +226,15 @@ class S3Writer(FileWriter):
         if self._closed:
             raise ValueError("writer already closed")
         self._closed = True
+        try:
+            await self._commit()
+        except ClientError as error:
+            # Another replica completed or aborted the upload since this writer opened it.
+            if is_no_upload(error):
+                raise PathNotFoundError(self._key) from None
+            raise
+
+    async def _commit(self) -> None:
         if self._base_size is not None:
             # Nothing appended to a committed file: it stays as it is.
             if self._stale_state:
