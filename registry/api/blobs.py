@@ -76,14 +76,22 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
 
 
 async def _stream(request: web.Request, blob: BlobStream) -> web.StreamResponse:
-    """A blob as it arrives from an upstream (the whole of it: a Range is not honoured)."""
+    """A blob as it arrives from an upstream; a Range is honoured when the upstream gave the
+    size (the range's last byte waits, as the whole blob's does, for the digest check)."""
     headers = _headers(blob.digest, blob.size or 0)
+    status, first, last = 200, 0, None
+    range_header = request.headers.get("Range")
     if blob.size is None:
         del headers["Content-Length"]
-    response = web.StreamResponse(status=200, headers=headers)
+    elif range_header and blob.size > 0:
+        first, last = parse_range(range_header, blob.size)
+        status = 206
+        headers["Content-Range"] = f"bytes {first}-{last}/{blob.size}"
+        headers["Content-Length"] = str(last - first + 1)
+    response = web.StreamResponse(status=status, headers=headers)
     await response.prepare(request)
     try:
-        async for chunk in blob.chunks:
+        async for chunk in blob.read(first, last):
             await response.write(chunk)
     except FillFailedError:
         # The headers are out: cutting the connection is how the client learns of it.

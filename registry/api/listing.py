@@ -6,15 +6,20 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from registry.api.request import catalog_filter, query_value, repository_name
-from registry.api.state import services
+from registry.api.request import catalog_filter, namespace, query_value, repository_name
+from registry.api.state import proxy, services
 from registry.services.repositories import Page, parse_page_size
 
 
 def _response(
-    path: str, key: str, page: Page, n: int | None, extra: dict[str, str]
+    path: str,
+    key: str,
+    page: Page,
+    n: int | None,
+    extra: dict[str, str],
+    warning: str | None = None,
 ) -> web.Response:
-    headers = {}
+    headers = {"Warning": warning} if warning else {}
     if page.next_last is not None:
         query = urlencode({"n": n if n is not None else len(page.items), "last": page.next_last})
         headers["Link"] = f'<{path}?{query}>; rel="next"'
@@ -24,8 +29,9 @@ def _response(
 async def list_tags(request: web.Request) -> web.Response:
     name = repository_name(request)
     n = parse_page_size(request.query.get("n"))
-    page = await services(request).repositories.tags(name, n, query_value(request, "last"))
-    return _response(f"/v2/{name}/tags/list", "tags", page, n, {"name": name})
+    served = await proxy(request).tags(name, n, query_value(request, "last"), namespace(request))
+    path = f"/v2/{name}/tags/list"
+    return _response(path, "tags", served.page, n, {"name": name}, served.warning)
 
 
 async def catalog(request: web.Request) -> web.Response:

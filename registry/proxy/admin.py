@@ -237,7 +237,7 @@ class CacheAdmin:
             yield progress.step(BLOB, str(digest), got.size, got.size, True)
             return
         read = reported = 0
-        async for chunk in got.chunks:
+        async for chunk in got.chunks():
             read += len(chunk)
             progress.fetched += len(chunk)
             if read - reported >= PROGRESS_BYTES:

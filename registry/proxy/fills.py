@@ -71,30 +71,43 @@ class BlobFill:
             raise self.error
         return self.state
 
-    def _readable(self) -> int:
-        """How far clients may read: all that was written, but while the digest is unchecked
-        not the last byte, so a client's response completes only with a verified blob."""
-        if self.state is FillState.STREAMING and self.size is not None:
-            return min(self.written, self.size - 1)
-        return self.written
+    def _readable(self, last: int | None) -> int:
+        """How far a client wanting bytes up to ``last`` (inclusive; None: to the end) may read
+        now: all that was written, but while the digest is unchecked not the last byte it
+        wants, so a response completes only with bytes of a verified blob."""
+        end = self.written if last is None else min(self.written, last + 1)
+        if self.state is not FillState.STREAMING:
+            return end
+        if last is not None:
+            return min(end, last)
+        if self.size is not None:
+            return min(end, self.size - 1)
+        return end
 
-    async def chunks(self, stored: Callable[[int], AsyncIterator[bytes]]) -> AsyncIterator[bytes]:
-        """The blob from the start: the spool while it grows, then ``stored(offset)``."""
-        offset = 0
+    async def chunks(
+        self,
+        stored: Callable[[int, int | None], AsyncIterator[bytes]],
+        first: int = 0,
+        last: int | None = None,
+    ) -> AsyncIterator[bytes]:
+        """Bytes ``first`` to ``last`` (inclusive; None: to the end): the spool while it grows,
+        then ``stored(offset, length)``."""
+        offset = first
         fd: int | None = None
         try:
             while True:
                 async with self._changed:
-                    while self._readable() <= offset and self.state is FillState.STREAMING:
+                    while self._readable(last) <= offset and self.state is FillState.STREAMING:
                         await self._changed.wait()
-                    state, written = self.state, self._readable()
+                    state, readable = self.state, self._readable(last)
                 if state is FillState.FAILED:
                     assert self.error is not None
                     raise FillFailedError(self.error)
-                if state is FillState.DONE and (fd is None or offset >= written):
-                    if self.size is not None and offset >= self.size:
+                if state is FillState.DONE and (fd is None or offset >= readable):
+                    end = last + 1 if last is not None else self.size
+                    if end is not None and offset >= end:
                         return
-                    async for chunk in stored(offset):
+                    async for chunk in stored(offset, None if end is None else end - offset):
                         yield chunk
                     return
                 if fd is None:
@@ -103,9 +116,9 @@ class BlobFill:
                     except FileNotFoundError:
                         # The fill just ended and took its spool: the state says what next.
                         continue
-                while offset < written:
+                while offset < readable:
                     chunk = await asyncio.to_thread(
-                        os.pread, fd, min(READ_CHUNK, written - offset), offset
+                        os.pread, fd, min(READ_CHUNK, readable - offset), offset
                     )
                     if not chunk:
                         break

@@ -7,8 +7,9 @@ names from their cache and passes every other name through as this does.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from registry.context import RequestContext
 from registry.errors import OCIError
@@ -16,6 +17,7 @@ from registry.reference import Digest
 from registry.services import Services
 from registry.services.blobs import BlobInfo
 from registry.services.manifests import Manifest
+from registry.services.repositories import Page
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,12 +28,28 @@ class ServedManifest:
 
 
 @dataclass(frozen=True, slots=True)
+class ServedTags:
+    page: Page
+    warning: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServedReferrers:
+    descriptors: list[dict[str, Any]]
+    warning: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class BlobStream:
-    """A blob arriving from the upstream; `size` is None when the upstream sent no length."""
+    """A blob arriving from the upstream; `size` is None when the upstream sent no length.
+    ``read(first, last)`` streams bytes first to last (inclusive; None: to the end)."""
 
     digest: Digest
     size: int | None
-    chunks: AsyncIterator[bytes]
+    read: Callable[[int, int | None], AsyncIterator[bytes]]
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        return self.read(0, None)
 
 
 class FillFailedError(Exception):
@@ -77,3 +95,19 @@ class Pulls:
         self, name: str, digest: Digest, ctx: RequestContext, namespace: str | None = None
     ) -> BlobInfo | BlobStream:
         return await self.services.blobs.stat(name, digest)
+
+    async def tags(
+        self, name: str, n: int | None, last: str | None, namespace: str | None = None
+    ) -> ServedTags:
+        return ServedTags(await self.services.repositories.tags(name, n, last))
+
+    async def referrers(
+        self,
+        name: str,
+        subject: Digest,
+        artifact_type: str | None,
+        namespace: str | None = None,
+    ) -> ServedReferrers:
+        return ServedReferrers(
+            await self.services.manifests.referrers(name, subject, artifact_type)
+        )

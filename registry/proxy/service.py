@@ -40,7 +40,7 @@ from registry.proxy.failures import STALE_WARNING, Failure, UpstreamContentError
 from registry.proxy.fills import BlobFill, FillState
 from registry.proxy.lifecycle import CacheLifecycle, SweepLock, SweepReport
 from registry.proxy.metrics import LifecycleMetrics
-from registry.proxy.pulls import BlobStream, Pulls, ServedManifest
+from registry.proxy.pulls import BlobStream, Pulls, ServedManifest, ServedReferrers, ServedTags
 from registry.proxy.records import CacheRecords, ContentRecord, TagRecord
 from registry.proxy.singleflight import SingleFlight
 from registry.proxy.upstreams import Route, Router
@@ -48,6 +48,7 @@ from registry.proxy.usage import UsageLog
 from registry.reference import Digest, is_digest, is_tag
 from registry.services import Services
 from registry.services.blobs import BlobInfo
+from registry.services.repositories import paginate
 from registry.storage import paths
 
 log = logging.getLogger("nimbus.registry.proxy")
@@ -352,6 +353,64 @@ class ProxyService(Pulls):
                 route.name, reference, TagRecord(str(result.digest), route.upstream.name, now)
             )
 
+    # -- listings -------------------------------------------------------------------------
+
+    async def tags(
+        self, name: str, n: int | None, last: str | None, namespace: str | None = None
+    ) -> ServedTags:
+        """The upstream's tags (it is the truth); the cached ones, stale, while it fails."""
+        repositories = self.services.repositories
+        route = self.router.route(name, namespace)
+        if route is None:
+            return ServedTags(await repositories.tags(name, n, last))
+        upstream = route.upstream
+        what = f"tags of {route.remote}"
+        try:
+            tags = await asyncio.wait_for(upstream.client.list_tags(route.remote), upstream.timeout)
+        except Exception as exc:
+            failure = self._failure(route, what, exc, ErrorCode.NAME_UNKNOWN)
+            if failure.stale_ok and await repositories.exists(route.name):
+                self.metrics.proxy_stale.labels(upstream.name).inc()
+                return ServedTags(await repositories.tags(route.name, n, last), STALE_WARNING)
+            raise failure.error from None
+        if not tags and not await repositories.exists(route.name):
+            # The client takes a 404 as no tags: with nothing cached either, the name is unknown.
+            raise OCIError(
+                ErrorCode.NAME_UNKNOWN,
+                f"upstream {upstream.name} has no repository {route.remote}",
+                detail={"name": name},
+            )
+        return ServedTags(paginate(tags, n, last, None))
+
+    async def referrers(
+        self,
+        name: str,
+        subject: Digest,
+        artifact_type: str | None,
+        namespace: str | None = None,
+    ) -> ServedReferrers:
+        """The upstream's referrers of ``subject`` (its API or its tag schema index); the cached
+        ones, stale, while it fails. A client pulls each listed referrer by digest as usual."""
+        manifests = self.services.manifests
+        route = self.router.route(name, namespace)
+        if route is None:
+            return ServedReferrers(await manifests.referrers(name, subject, artifact_type))
+        upstream = route.upstream
+        what = f"referrers of {route.remote}@{subject}"
+        try:
+            descriptors = await asyncio.wait_for(
+                upstream.client.referrers(route.remote, str(subject), artifact_type),
+                upstream.timeout,
+            )
+        except Exception as exc:
+            failure = self._failure(route, what, exc, ErrorCode.MANIFEST_UNKNOWN)
+            if not failure.stale_ok:
+                raise failure.error from None
+            self.metrics.proxy_stale.labels(upstream.name).inc()
+            cached = await manifests.referrers(route.name, subject, artifact_type)
+            return ServedReferrers(cached, STALE_WARNING)
+        return ServedReferrers(descriptors)
+
     # -- blobs --------------------------------------------------------------------------
 
     async def blob_info(self, name: str, digest: Digest, namespace: str | None = None) -> BlobInfo:
@@ -402,10 +461,13 @@ class ProxyService(Pulls):
         if state is FillState.DONE:
             return await blobs.stat(route.name, digest)
 
-        def stored(offset: int) -> AsyncIterator[bytes]:
-            return blobs.read(digest, offset)
+        def stored(offset: int, length: int | None) -> AsyncIterator[bytes]:
+            return blobs.read(digest, offset, length)
 
-        return BlobStream(digest, fill.size, fill.chunks(stored))
+        def read(first: int, last: int | None) -> AsyncIterator[bytes]:
+            return fill.chunks(stored, first, last)
+
+        return BlobStream(digest, fill.size, read)
 
     @staticmethod
     def _blob_key(route: Route, digest: Digest) -> str:

@@ -79,7 +79,7 @@ def http(url: str, method: str = "GET", accept: str = "", data: bytes | None = N
 class Upstream:
     """A Distribution and the proxy in front of it; Nimbus is pointed at the proxy."""
 
-    registry: DistributionProcess
+    registry: DistributionProcess | RegistryProcess
     proxy: UpstreamProxy
 
     @property

@@ -36,6 +36,9 @@ class UpstreamProxy:
         self.status_headers: dict[str, str] = {}
         self.corrupt_blobs = False
         self.cut_blobs_after: int | None = None
+        # Blob bodies pause after this many bytes until `release()`.
+        self.hold_blobs_after: int | None = None
+        self._released: asyncio.Event | None = None
         self.canned: dict[str, Canned] = {}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -56,6 +59,12 @@ class UpstreamProxy:
     def counts(self) -> Counter[tuple[str, str]]:
         return Counter(self.requests)
 
+    def release(self) -> None:
+        """Let held blob bodies go on."""
+        released = self._released
+        assert released is not None
+        self._loop.call_soon_threadsafe(released.set)
+
     def start(self) -> UpstreamProxy:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
@@ -69,6 +78,7 @@ class UpstreamProxy:
         self._thread.join(10)
 
     async def _start(self) -> None:
+        self._released = asyncio.Event()
         self._session = aiohttp.ClientSession(auto_decompress=False)
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
@@ -116,6 +126,13 @@ class UpstreamProxy:
                         assert request.transport is not None
                         request.transport.abort()
                         return response
+                hold = self.hold_blobs_after
+                if blob and hold is not None and sent <= hold < sent + len(chunk):
+                    await response.write(chunk[: hold - sent])
+                    assert self._released is not None
+                    await self._released.wait()
+                    chunk = chunk[hold - sent :]
+                    sent = hold
                 await response.write(chunk)
                 sent += len(chunk)
             await response.write_eof()
