@@ -227,10 +227,16 @@ def nimbus(
 
 
 def distribution_config(
-    data: Path, port: int, access_log: bool = True, tls: BenchTLS | None = None
+    data: Path,
+    port: int,
+    access_log: bool = True,
+    tls: BenchTLS | None = None,
+    proxy_remote: str | None = None,
 ) -> str:
-    """Distribution's YAML: filesystem storage, delete on, no auth, log level warn."""
+    """Distribution's YAML: filesystem storage, delete on, no auth, log level warn; with
+    ``proxy_remote``, a pull-through cache of that registry (its proxy mode)."""
     tls_lines = ["  tls:", f"    certificate: {tls.cert}", f"    key: {tls.key}"] if tls else []
+    proxy_lines = ["proxy:", f"  remoteurl: {proxy_remote}"] if proxy_remote else []
     return "\n".join(
         [
             "version: 0.1",
@@ -249,13 +255,18 @@ def distribution_config(
             "http:",
             f"  addr: {LOOPBACK}:{port}",
             *tls_lines,
+            *proxy_lines,
             "",
         ]
     )
 
 
 def distribution(
-    workdir: Path, name: str, access_log: bool = True, tls: BenchTLS | None = None
+    workdir: Path,
+    name: str,
+    access_log: bool = True,
+    tls: BenchTLS | None = None,
+    proxy_remote: str | None = None,
 ) -> Server:
     """Debian's `docker-registry` with a config and storage under `workdir`/`name`."""
     binary = shutil.which(DISTRIBUTION_BINARY)
@@ -266,7 +277,7 @@ def distribution(
     root.mkdir(parents=True, exist_ok=True)
     data = root / "data"
     config = root / "config.yml"
-    config.write_text(distribution_config(data, port, access_log, tls))
+    config.write_text(distribution_config(data, port, access_log, tls, proxy_remote))
     argv = [binary, "serve", str(config)]
     return Server(DISTRIBUTION, argv, port, data, root / "server.log", tls=tls)
 
