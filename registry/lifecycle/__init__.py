@@ -61,7 +61,8 @@ class Lifecycle(LifecycleHooks):
     async def start(self) -> None:
         await self.store.open()
         self.pulls.start()
-        poll = self.settings.schedule_poll
+        # Rules edited meanwhile are seen as soon as the store would re-read them.
+        poll = min(self.settings.schedule_poll, max(1.0, self.settings.reload_interval))
         retention, scrub = self.retention, self.scrub
         if retention is not None:
             if self.settings.retention_interval > 0:
