@@ -5,6 +5,7 @@ limit holds per tick of the limiter (bytes counted, not wall clock)."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -14,7 +15,8 @@ import pytest
 from proto.nimbus.v1 import registry_pb2 as pb
 from tests.fixtures.images import make_image
 from tests.fixtures.registry import RegistryProcess
-from tests.lifecycle.conftest import LifecycleRegistry, admin, oci
+from tests.lifecycle.conftest import TOKEN, LifecycleRegistry, admin, oci
+from tests.registry_admin.conftest import run_ctl
 
 REPO = "scrub/app"
 
@@ -127,3 +129,37 @@ async def test_scrub_reads_within_its_rate(
     async with admin(registry) as stub:
         _, fast = await _scrub(stub, dry_run=True, unlimited=True)
     assert fast.stats.rate == 0 and fast.stats.bytes_hashed == s.bytes_hashed
+
+
+async def test_scrub_commands(
+    lifecycle_registry: LifecycleRegistry,
+    http: aiohttp.ClientSession,
+    request: pytest.FixtureRequest,
+):
+    registry = lifecycle_registry()
+    client = oci(http, registry)
+    image = make_image((2000,), seed=850)
+    await client.push_image(REPO, image, "v1")
+
+    def ctl(*args: str):
+        return run_ctl("--registry", registry.grpc_address, "--token", TOKEN, *args)
+
+    clean = await ctl("scrub", "dry-run", "--rate", "1MB")
+    assert clean.returncode == 0, clean.stderr
+    assert "[done] 3 blobs hashed" in clean.stdout and "0 corrupt" in clean.stdout
+    assert "per 0.25 s" in clean.stdout  # the rate's figures
+
+    await _corrupt(registry, request, image.layers[0].digest)
+    dry = await ctl("scrub", "dry-run", "--unlimited")
+    assert dry.returncode == 1 and "corrupt or missing" in dry.stderr
+    assert f"found corrupt blob {image.layers[0].digest}" in dry.stdout
+    assert (await ctl("scrub", "dry-run", "--unlimited", "--no-fail")).returncode == 0
+
+    ran = await ctl("--json", "scrub", "run", "--unlimited")
+    assert ran.returncode == 1
+    lines = [json.loads(line) for line in ran.stdout.splitlines()]
+    items = [(x["item"]["kind"], x["item"]["quarantined"]) for x in lines if "item" in x]
+    assert items == [("CORRUPT", True), ("MISSING", True)]
+    assert lines[-1]["phase"] == "DONE" and lines[-1]["stats"]["quarantined"] == 1
+    bad = await ctl("scrub", "run", "--rate", "fast")
+    assert bad.returncode != 0 and "--rate" in bad.stderr
