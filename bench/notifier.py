@@ -10,8 +10,10 @@
   publish to the last delivery.
 
 nats-server, the registries and the notifier are real processes on loopback, sharing the
-machine's cores with the clients and receivers of this process. Results are printed and
-written as JSON under bench/results/.
+machine's cores with the clients and receivers of this process. The notifier's CPU time
+(user + system, from /proc) is read around each phase, so each phase also gives deliveries per
+notifier CPU-second. `--profile FILE` runs the notifier under cProfile and writes its stats to
+FILE when it stops. Results are printed and written as JSON under bench/results/.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +63,7 @@ class Settings:
     distribution: bool = True
     keep: bool = False
     results_dir: Path = RESULTS_DIR
+    profile: Path | None = None
 
 
 def parse_args(argv: list[str]) -> Settings:
@@ -75,9 +79,22 @@ def parse_args(argv: list[str]) -> Settings:
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument(
+        "--profile", type=Path, help="run the notifier under cProfile; its stats go to this file"
+    )
+    parser.add_argument(
+        "--no-fanout", action="store_true", help="skip the fan-out phase (--fanout-events 0)"
+    )
     a = parser.parse_args(argv)
     return Settings(
-        a.rate, a.pushes, a.receivers, a.fanout_events, not a.no_distribution, a.keep, a.results_dir
+        a.rate,
+        a.pushes,
+        a.receivers,
+        0 if a.no_fanout else a.fanout_events,
+        not a.no_distribution,
+        a.keep,
+        a.results_dir,
+        a.profile,
     )
 
 
@@ -140,12 +157,24 @@ class Receiver:
 # -- the processes --------------------------------------------------------------------------
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # utime and stime are fields 14 and 15 of stat(5); the split starts at field 3.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Notifier:
-    def __init__(self, workdir: Path, nats_url: str) -> None:
+    def __init__(self, workdir: Path, nats_url: str, profile: Path | None = None) -> None:
         self.port = servers.free_port()
         self.log_path = workdir / "notifier.log"
+        program = (
+            [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "nimbus.cli"]
+            if profile is not None
+            else servers._nimbus_argv()
+        )
         self.argv = [
-            *servers._nimbus_argv(),
+            *program,
             "notifier",
             "--nats",
             nats_url,
@@ -159,6 +188,10 @@ class Notifier:
     @property
     def address(self) -> str:
         return f"{servers.LOOPBACK}:{self.port}"
+
+    def cpu(self) -> float:
+        assert self.proc is not None
+        return cpu_seconds(self.proc.pid)
 
     def start(self) -> Notifier:
         with open(self.log_path, "ab") as log:
@@ -234,8 +267,19 @@ class Base:
         return json.dumps(doc, separators=(",", ":")).encode()
 
 
-async def paced_pushes(base: str, receiver: Receiver, settings: Settings) -> list[float]:
-    """Push at `settings.rate`; milliseconds from each manifest PUT to its webhook."""
+@dataclass
+class Phase:
+    """One phase's figures: deliveries and the notifier's CPU time over them."""
+
+    ms: list[float] = field(default_factory=list)
+    cpu_s: float = 0.0
+
+
+async def paced_pushes(
+    base: str, receiver: Receiver, settings: Settings, cpu: Callable[[], float] | None = None
+) -> Phase:
+    """Push at `settings.rate`; milliseconds from each manifest PUT to its webhook, and the
+    notifier's CPU seconds from the first push to the last webhook (`cpu` reads its clock)."""
     blobs = Base(json.dumps({"os": "linux", "architecture": "amd64"}).encode(), os.urandom(2048))
     sent: dict[str, float] = {}
     async with RegistryClient(base, max_connections=64) as client:
@@ -251,6 +295,7 @@ async def paced_pushes(base: str, receiver: Receiver, settings: Settings) -> lis
                 f"bench/app{i % REPOSITORIES}", f"t{i}", body, mt.OCI_MANIFEST
             )
 
+        cpu_start = cpu() if cpu is not None else 0.0
         started = time.perf_counter()
         tasks = []
         for i in range(settings.pushes):
@@ -267,10 +312,12 @@ async def paced_pushes(base: str, receiver: Receiver, settings: Settings) -> lis
         await asyncio.wait_for(receiver.done.wait(), 60)
     except TimeoutError:
         pass
+    cpu_s = cpu() - cpu_start if cpu is not None else 0.0
     missing = len(sent) - len(receiver.arrived.keys() & sent.keys())
     if missing:
         _say(f"  {missing} webhooks did not arrive within 60 s")
-    return [(receiver.arrived[d] - t) * 1000 for d, t in sent.items() if d in receiver.arrived]
+    ms = [(receiver.arrived[d] - t) * 1000 for d, t in sent.items() if d in receiver.arrived]
+    return Phase(ms, cpu_s)
 
 
 async def _add_webhook(address: str, url: str, selector: webhooks_pb2.EventFilter) -> None:
@@ -284,7 +331,7 @@ async def _add_webhook(address: str, url: str, selector: webhooks_pb2.EventFilte
 
 async def nimbus_latency(
     workdir: Path, nats_url: str, notifier: Notifier, settings: Settings
-) -> list[float]:
+) -> Phase:
     receiver = await Receiver().start()
     registry = servers.nimbus(workdir, "registry", access_log=False)
     registry.argv += ["--nats", nats_url, "--site", "bench"]
@@ -294,7 +341,7 @@ async def nimbus_latency(
     await _add_webhook(notifier.address, receiver.url, selector)
     await asyncio.to_thread(registry.start)
     try:
-        return await paced_pushes(registry.url, receiver, settings)
+        return await paced_pushes(registry.url, receiver, settings, notifier.cpu)
     finally:
         await asyncio.to_thread(registry.stop)
         await receiver.stop()
@@ -304,7 +351,7 @@ async def distribution_latency(workdir: Path, settings: Settings) -> list[float]
     receiver = await Receiver().start()
     registry = await asyncio.to_thread(_distribution, workdir, receiver)
     try:
-        return await paced_pushes(registry.url, receiver, settings)
+        return (await paced_pushes(registry.url, receiver, settings)).ms
     finally:
         await asyncio.to_thread(registry.stop)
         await receiver.stop()
@@ -320,6 +367,7 @@ async def fanout(nats_url: str, notifier: Notifier, settings: Settings) -> dict[
         await _add_webhook(notifier.address, receiver.url, selector)
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
+    cpu_start = notifier.cpu()
     started = time.perf_counter()
     for i in range(settings.fanout_events):
         event = events_pb2.Event(id=uuid.uuid4().hex, action="push")
@@ -338,6 +386,7 @@ async def fanout(nats_url: str, notifier: Notifier, settings: Settings) -> dict[
         await asyncio.wait_for(asyncio.gather(*(r.done.wait() for r in receivers)), 120)
     except TimeoutError:
         _say("  not every delivery arrived within 120 s")
+    cpu_s = notifier.cpu() - cpu_start
     received = sum(r.count for r in receivers)
     elapsed = max(r.last for r in receivers) - started
     await nc.close()
@@ -349,6 +398,8 @@ async def fanout(nats_url: str, notifier: Notifier, settings: Settings) -> dict[
         "seconds": elapsed,
         "deliveries_per_s": received / elapsed,
         "publish_per_s": settings.fanout_events / published,
+        "notifier_cpu_s": cpu_s,
+        "deliveries_per_cpu_s": received / cpu_s if cpu_s else 0.0,
     }
 
 
@@ -358,14 +409,21 @@ async def fanout(nats_url: str, notifier: Notifier, settings: Settings) -> dict[
 @dataclass
 class Results:
     nimbus_ms: list[float] = field(default_factory=list)
+    nimbus_cpu_s: float = 0.0
     distribution_ms: list[float] = field(default_factory=list)
     fanout: dict[str, float] = field(default_factory=dict)
+    loadavg_at_end: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
+        delivered = len(self.nimbus_ms)
         s: dict[str, Any] = {
             "nimbus_p50_ms": percentile(self.nimbus_ms, 50),
             "nimbus_p99_ms": percentile(self.nimbus_ms, 99),
-            "nimbus_delivered": len(self.nimbus_ms),
+            "nimbus_delivered": delivered,
+            "notifier_cpu_s": self.nimbus_cpu_s,
+            "notifier_cpu_s_per_1000": self.nimbus_cpu_s / delivered * 1000 if delivered else 0.0,
+            "deliveries_per_cpu_s": delivered / self.nimbus_cpu_s if self.nimbus_cpu_s else 0.0,
+            "loadavg_at_end": self.loadavg_at_end,
             **{f"fanout_{k}": v for k, v in self.fanout.items()},
         }
         if self.distribution_ms:
@@ -388,14 +446,18 @@ async def _run(workdir: Path, settings: Settings) -> Results:
         # The registry would create it too; here the fan-out publishes before any registry.
         await nc.jetstream().add_stream(StreamSettings(0, 0, 0, 120).config())
         await nc.close()
-        notifier = await asyncio.to_thread(Notifier(workdir, nats_server.url).start)
+        started = Notifier(workdir, nats_server.url, settings.profile)
+        notifier = await asyncio.to_thread(started.start)
         _say("push-to-webhook latency, Nimbus")
-        results.nimbus_ms = await nimbus_latency(workdir, nats_server.url, notifier, settings)
+        phase = await nimbus_latency(workdir, nats_server.url, notifier, settings)
+        results.nimbus_ms, results.nimbus_cpu_s = phase.ms, phase.cpu_s
         if settings.distribution:
             _say("push-to-webhook latency, CNCF Distribution")
             results.distribution_ms = await distribution_latency(workdir, settings)
-        _say(f"fan-out to {settings.receivers} receivers")
-        results.fanout = await fanout(nats_server.url, notifier, settings)
+        if settings.fanout_events:
+            _say(f"fan-out to {settings.receivers} receivers")
+            results.fanout = await fanout(nats_server.url, notifier, settings)
+        results.loadavg_at_end = [round(x, 2) for x in os.getloadavg()]
     finally:
         if notifier is not None:
             notifier.stop()
@@ -419,6 +481,8 @@ def report(settings: Settings, results: Results, info: dict[str, Any]) -> str:
     rows: list[tuple[str, Any]] = [
         ("Nimbus push-to-webhook p50 (ms)", s["nimbus_p50_ms"]),
         ("Nimbus push-to-webhook p99 (ms)", s["nimbus_p99_ms"]),
+        ("notifier CPU s per 1,000 push deliveries", s["notifier_cpu_s_per_1000"]),
+        ("push deliveries per notifier CPU-second", s["deliveries_per_cpu_s"]),
     ]
     if "distribution_p50_ms" in s:
         rows += [
@@ -427,19 +491,25 @@ def report(settings: Settings, results: Results, info: dict[str, Any]) -> str:
             ("p50 ratio Nimbus / Distribution", s["p50_ratio"]),
             ("p99 ratio Nimbus / Distribution", s["p99_ratio"]),
         ]
-    rows += [
-        (
-            f"fan-out deliveries/s ({settings.receivers} receivers)",
-            s.get("fanout_deliveries_per_s", 0.0),
-        ),
-        (
-            "fan-out deliveries received / expected",
-            f"{int(s.get('fanout_deliveries', 0))} / {int(s.get('fanout_expected', 0))}",
-        ),
-    ]
+    if settings.fanout_events:
+        rows += [
+            (
+                f"fan-out deliveries/s ({settings.receivers} receivers)",
+                s.get("fanout_deliveries_per_s", 0.0),
+            ),
+            (
+                "fan-out deliveries per notifier CPU-second",
+                s.get("fanout_deliveries_per_cpu_s", 0.0),
+            ),
+            (
+                "fan-out deliveries received / expected",
+                f"{int(s.get('fanout_deliveries', 0))} / {int(s.get('fanout_expected', 0))}",
+            ),
+        ]
     lines = [
         f"Machine: {info['nproc']} CPUs, {info['cpu']}, load average at start "
-        f"{' '.join(map(str, info['loadavg_at_start']))}; Nimbus {info['nimbus_commit']}.",
+        f"{' '.join(map(str, info['loadavg_at_start']))}, at end "
+        f"{' '.join(map(str, s['loadavg_at_end']))}; Nimbus {info['nimbus_commit']}.",
         f"{settings.pushes} manifest pushes at {settings.rate:.0f}/s; fan-out of "
         f"{settings.fanout_events} events to {settings.receivers} webhooks.",
         "",

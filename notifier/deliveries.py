@@ -2,25 +2,28 @@
 `<webhook id>.<delivery id>`, holding the body sent and every attempt. The bucket's age limit
 keeps it from growing without end.
 
-Beside each record, a claim (key `claim.<webhook id>.<delivery id>`) names the replica sending
-it and how long its lease lasts. The delivery engine writes both revision-checked, so of two
-replicas racing for a delivery exactly one wins, and one that lost its claim cannot overwrite
-what the new owner recorded."""
+The record is also the delivery's claim. A replica about to send a delivery creates its record
+(revision-checked: of two replicas racing, exactly one wins), naming itself and its lease in
+the entry's `Nimbus-Claim` header; every later write of the record by the owner is
+revision-checked too and renews the lease, so one replica that lost the claim cannot overwrite
+what the new owner recorded. A final record (succeeded or dead) carries no claim, nor does a
+released one. So a delivery costs two KV writes: the record before the first attempt, and the
+attempt's answer."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
-import json
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
-from nats.js.kv import KeyValue
+from nats.js import JetStreamContext, api
+from nats.js.errors import APIError, NotFoundError
+from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
 from nimbus.kvbucket import open_bucket
 from nimbus.streams import DELIVERIES_BUCKET
@@ -31,6 +34,12 @@ from proto.nimbus.v1 import webhooks_pb2
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 EXCERPT_CHARS = 1024
+# The owner and lease of a record's claim: "<owner> <lease seconds>".
+CLAIM_HEADER = "Nimbus-Claim"
+FINAL = (webhooks_pb2.DELIVERY_STATUS_SUCCEEDED, webhooks_pb2.DELIVERY_STATUS_DEAD)
+# JetStream's answers to a publish whose expected last subject sequence is not the current one.
+_WRONG_LAST = (10071, 10164)
+_EXPECTED_LAST = api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE.value
 
 
 def delivery_id(webhook_id: str, event_id: str) -> str:
@@ -43,44 +52,88 @@ def _key(webhook_id: str, delivery: str) -> str:
     return f"{webhook_id}.{delivery}"
 
 
-def _claim_key(webhook_id: str, delivery: str) -> str:
-    # Three tokens: the two-token patterns that list records never match a claim.
-    return f"claim.{webhook_id}.{delivery}"
-
-
 class Conflict(Exception):
     """A revision-checked write lost: the key changed since it was read."""
 
 
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """A replica as it names itself in claims; the header is made once, not per write."""
+
+    owner: str
+    lease: float
+    header: str = ""
+
+    @classmethod
+    def of(cls, owner: str, lease: float) -> Holder:
+        return cls(owner, lease, f"{owner} {lease:g}")
+
+
+def _holder(header: str | None, lease: float) -> Holder | None:
+    """The claim a record's header names; None when unclaimed. Unreadable: someone else's."""
+    if not header:
+        return None
+    owner, _, seconds = header.rpartition(" ")
+    try:
+        return Holder(owner, float(seconds), header)
+    except ValueError:
+        return Holder("?", lease, header)
+
+
 @dataclass(slots=True)
+class Stored:
+    """A record as read: its revision (0 when it never existed, else the latest, a deletion
+    marker's included) and the claim its entry carries."""
+
+    record: webhooks_pb2.Delivery | None
+    revision: int
+    value: bytes = b""
+    holder: Holder | None = None
+
+
+@dataclass(slots=True, eq=False)
 class Claim:
-    """This replica's hold on one delivery: no other replica sends it while the lease is renewed."""
+    """This replica's hold on one delivery: the record being worked on, and the revision and
+    bytes of its last write. No other replica sends it while the lease is renewed."""
 
     key: str
-    value: bytes
-    lease: float
+    holder: Holder
+    record: webhooks_pb2.Delivery
     revision: int
+    value: bytes
     # Monotonic time the write of `revision` was sent. A rival starts counting the lease only
     # when it reads that revision, which is later, whatever the clocks of the two machines say.
     renewed_at: float
-    # The claim key did not exist: no replica ever held this delivery, so it has no record.
-    fresh: bool
-    # Another replica took the delivery over.
+    # Another replica took the delivery over, or a write lost to another writer.
     lost: bool = False
+    # One write at a time: a renewal racing the owner's own save would fail the other.
+    writing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def live(self) -> bool:
         """Safe to start an attempt: still held, and renewed well within the lease."""
-        return not self.lost and time.monotonic() < self.renewed_at + self.lease / 2
+        return not self.lost and time.monotonic() < self.renewed_at + self.holder.lease / 2
+
+    def restore(self) -> None:
+        """Back to the record as last written (an attempt since may not be recorded)."""
+        self.record = webhooks_pb2.Delivery.FromString(self.value)
 
 
 @dataclass(frozen=True, slots=True)
 class Rival:
-    """Another replica's claim, as read at `revision`."""
+    """Another replica's claim, as read at `revision` (0: the record kept moving)."""
 
     key: str
     owner: str
     lease: float
     revision: int
+    value: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """The record is final: nothing more to send."""
+
+    record: webhooks_pb2.Delivery
 
 
 def _order(d: webhooks_pb2.Delivery) -> tuple[int, str]:
@@ -113,96 +166,171 @@ def summary(d: webhooks_pb2.Delivery) -> webhooks_pb2.Delivery:
 class DeliveryStore:
     def __init__(self, kv: KeyValue) -> None:
         self._kv = kv
+        self._js: JetStreamContext = kv._js
+        self._prefix: str = kv._pre
+        self._stream: str = kv._stream
+        self._direct: bool = bool(kv._direct)
 
     @classmethod
     async def open(cls, js: JetStreamContext, ttl: float, replicas: int = 1) -> DeliveryStore:
         kv = await open_bucket(js, DELIVERIES_BUCKET, replicas=replicas, history=1, ttl=ttl)
         return cls(kv)
 
-    async def put(self, delivery: webhooks_pb2.Delivery) -> None:
-        await self._kv.put(_key(delivery.webhook_id, delivery.id), delivery.SerializeToString())
+    # -- the entries, with their claim header -------------------------------------------------
 
-    async def read(
-        self, webhook_id: str, delivery: str
-    ) -> tuple[webhooks_pb2.Delivery | None, int]:
-        """The record and its revision, for a revision-checked `write`; (None, 0) when none."""
+    async def _write(self, key: str, value: bytes, last: int, claim: str | None) -> int:
+        """Publish `value` as `key` if the key is still at revision `last` (0: never written);
+        the new revision. Raises Conflict when another writer came first."""
+        headers: dict[str, str] = {_EXPECTED_LAST: str(last)}
+        if claim:
+            headers[CLAIM_HEADER] = claim
         try:
-            entry = await self._kv.get(_key(webhook_id, delivery))
-        except KeyNotFoundError as gone:
-            # A deleted record leaves a marker: writing over it needs the marker's revision.
-            return None, gone.entry.revision if gone.entry is not None else 0
-        record = webhooks_pb2.Delivery.FromString(entry.value) if entry.value else None
-        return record, entry.revision or 0
+            ack = await self._js.publish(self._prefix + key, value, headers=headers)
+        except APIError as error:
+            if error.err_code in _WRONG_LAST:
+                raise Conflict(key) from None
+            raise
+        return int(ack.seq)
 
-    async def write(self, delivery: webhooks_pb2.Delivery, revision: int) -> int:
-        """Store the record if it is still at `revision` (0: not stored yet); the new revision.
+    async def _read(self, key: str, lease: float) -> Stored:
+        try:
+            msg = await self._js._jsm.get_msg(
+                self._stream, subject=self._prefix + key, direct=self._direct
+            )
+        except NotFoundError:
+            return Stored(None, 0)
+        headers = msg.headers or {}
+        revision = int(msg.seq or 0)
+        if headers.get(KV_OP) in (KV_DEL, KV_PURGE) or not msg.data:
+            # A deleted record leaves a marker: writing over it needs the marker's revision.
+            return Stored(None, revision)
+        record = webhooks_pb2.Delivery.FromString(msg.data)
+        return Stored(record, revision, msg.data, _holder(headers.get(CLAIM_HEADER), lease))
+
+    async def read(self, webhook_id: str, delivery: str) -> Stored:
+        """The record, its revision and its claim, for a revision-checked `write`."""
+        return await self._read(_key(webhook_id, delivery), 0.0)
+
+    async def write(
+        self, delivery: webhooks_pb2.Delivery, revision: int, holder: Holder | None = None
+    ) -> int:
+        """Store the record if it is still at `revision` (0: not stored yet), keeping the claim
+        of `holder` on it (none: unclaimed); the new revision.
 
         Raises Conflict when another writer came first.
         """
         key = _key(delivery.webhook_id, delivery.id)
-        try:
-            return await self._kv.update(key, delivery.SerializeToString(), last=revision)
-        except KeyWrongLastSequenceError:
-            raise Conflict(key) from None
+        header = holder.header if holder is not None else None
+        return await self._write(key, delivery.SerializeToString(), revision, header)
+
+    async def put(self, delivery: webhooks_pb2.Delivery) -> None:
+        await self._kv.put(_key(delivery.webhook_id, delivery.id), delivery.SerializeToString())
 
     # -- claims -------------------------------------------------------------------------------
 
     async def claim(
-        self, webhook_id: str, delivery: str, owner: str, lease: float
-    ) -> Claim | Rival:
-        """Hold the delivery for `owner`, or say which other owner holds it.
+        self,
+        webhook_id: str,
+        delivery: str,
+        holder: Holder,
+        fresh: Callable[[], webhooks_pb2.Delivery],
+    ) -> Claim | Rival | Finished:
+        """Hold the delivery for `holder`, creating its record with `fresh()` when it has none;
+        or say which other replica holds it, or that it is final.
 
-        A claim left by `owner` itself is renewed and returned; a released or expired one is
-        taken. A rival's claim is taken only by `take_over`, once its lease has lapsed.
+        A record claimed by `holder` itself, or by nobody (released), is taken as it stands. A
+        rival's claim is taken only by `take_over`, once its lease has lapsed.
         """
-        key = _claim_key(webhook_id, delivery)
-        value = json.dumps({"owner": owner, "lease": lease}).encode()
+        key = _key(webhook_id, delivery)
+        record = fresh()
+        value = record.SerializeToString()
         last = 0
-        fresh = True
         # Each round lost means another writer moved the key; a few rounds settle it.
         for _ in range(4):
             sent = time.monotonic()
             try:
-                revision = await self._kv.update(key, value, last=last)
-                return Claim(key, value, lease, revision, sent, fresh)
-            except KeyWrongLastSequenceError:
-                fresh = False
-            try:
-                entry = await self._kv.get(key)
-            except KeyNotFoundError as gone:
-                # Released (a delete marker) or expired: free for the first writer.
-                last = gone.entry.revision if gone.entry is not None else 0
+                revision = await self._write(key, value, last, holder.header)
+                return Claim(key, holder, record, revision, value, sent)
+            except Conflict:
+                pass
+            stored = await self._read(key, holder.lease)
+            if stored.record is None:
+                # Deleted or expired: free for the first writer, as a new record.
+                last = stored.revision
                 continue
-            rival = _rival(key, entry.value, entry.revision or 0, lease)
-            if rival.owner != owner:
-                return rival
-            last = entry.revision or 0
-        return Rival(key, "", lease, 0)  # still moving: look again later
+            if stored.record.status in FINAL:
+                return Finished(stored.record)
+            if stored.holder is not None and stored.holder.owner != holder.owner:
+                h = stored.holder
+                return Rival(key, h.owner, h.lease, stored.revision, stored.value)
+            record, value, last = stored.record, stored.value, stored.revision
+        return Rival(key, "", holder.lease, 0)  # still moving: look again later
 
-    async def take_over(self, rival: Rival, owner: str, lease: float) -> Claim | None:
-        """The rival's claim for `owner`, unless it changed since it was read."""
-        value = json.dumps({"owner": owner, "lease": lease}).encode()
+    async def inspect(self, rival: Rival, holder: Holder) -> Rival | Finished | None:
+        """The delivery as it is now: still (or newly) a rival's, final, or free (None: its
+        record is gone or unclaimed, so `claim` takes it)."""
+        stored = await self._read(rival.key, holder.lease)
+        if stored.record is None:
+            return None
+        if stored.record.status in FINAL:
+            return Finished(stored.record)
+        h = stored.holder
+        if h is None or h.owner == holder.owner:
+            return None
+        return Rival(rival.key, h.owner, h.lease, stored.revision, stored.value)
+
+    async def take_over(self, rival: Rival, holder: Holder) -> Claim | None:
+        """The rival's claim for `holder`, unless the record changed since it was read."""
         sent = time.monotonic()
         try:
-            revision = await self._kv.update(rival.key, value, last=rival.revision)
-        except KeyWrongLastSequenceError:
+            revision = await self._write(rival.key, rival.value, rival.revision, holder.header)
+        except Conflict:
             return None
-        return Claim(rival.key, value, lease, revision, sent, fresh=False)
+        record = webhooks_pb2.Delivery.FromString(rival.value)
+        return Claim(rival.key, holder, record, revision, rival.value, sent)
+
+    async def save(self, claim: Claim) -> None:
+        """Write the claim's record as it is now; a final one gives the claim up with it.
+
+        Raises Conflict (and marks the claim lost) when the record changed since the last
+        write: another replica took it over, or an operator's redelivery recorded an attempt.
+        """
+        record = claim.record
+        value = record.SerializeToString()
+        header = None if record.status in FINAL else claim.holder.header
+        async with claim.writing:
+            sent = time.monotonic()
+            try:
+                claim.revision = await self._write(claim.key, value, claim.revision, header)
+            except Conflict:
+                claim.lost = True
+                raise
+            claim.value, claim.renewed_at = value, sent
 
     async def renew(self, claim: Claim) -> None:
-        """Extend the lease; marks the claim lost when another replica took it over."""
-        sent = time.monotonic()
-        try:
-            claim.revision = await self._kv.update(claim.key, claim.value, last=claim.revision)
-        except KeyWrongLastSequenceError:
-            claim.lost = True
+        """Extend the lease by writing the record again as last written; marks the claim lost
+        when another writer came first. A write already under way renews it anyway."""
+        if claim.writing.locked() or claim.lost:
             return
-        claim.renewed_at = sent
+        async with claim.writing:
+            sent = time.monotonic()
+            try:
+                claim.revision = await self._write(
+                    claim.key, claim.value, claim.revision, claim.holder.header
+                )
+            except Conflict:
+                claim.lost = True
+                return
+            claim.renewed_at = sent
 
     async def release(self, claim: Claim) -> None:
         """Give the claim up, so another replica may take the delivery without waiting."""
+        if claim.lost:
+            return
         with contextlib.suppress(Exception):
-            await self._kv.delete(claim.key, last=claim.revision)
+            async with claim.writing:
+                await self._write(claim.key, claim.value, claim.revision, None)
+                claim.lost = True
 
     async def _scan(self, pattern: str) -> list[webhooks_pb2.Delivery]:
         return [webhooks_pb2.Delivery.FromString(e.value) for e in await replay(self._kv, pattern)]
@@ -239,11 +367,3 @@ class DeliveryStore:
         page = selected[:size]
         token = _cursor(page[-1]) if len(selected) > size else ""
         return [summary(d) for d in page], token
-
-
-def _rival(key: str, value: bytes | None, revision: int, lease: float) -> Rival:
-    try:
-        held = json.loads(value or b"{}")
-        return Rival(key, str(held["owner"]), float(held["lease"]), revision)
-    except (ValueError, KeyError, TypeError):
-        return Rival(key, "?", lease, revision)  # unreadable: its writer is someone else

@@ -12,10 +12,11 @@ JetStream hands them out again after `ack_wait`.
 
 Progress acks can come late (a replica starved of CPU, a message waiting long in its lane), so
 JetStream may hand a message to a second replica while the first still works on it. Hence a
-delivery is sent only under its claim in the deliveries bucket: taken atomically before the
-first attempt and renewed with the progress acks. A replica that finds another's claim sends
-nothing: it holds the message until the record is final (then acknowledges it), or takes the
-claim over once its owner has not renewed it for a whole lease (the owner died or lost NATS).
+delivery is sent only under its claim: its record in the deliveries bucket, created atomically
+before the first attempt and rewritten (so renewed) with each attempt and with the progress
+acks. A replica that finds another's claim sends nothing: it holds the message until the record
+is final (then acknowledges it), or takes the claim over once its owner has not renewed it for
+a whole lease (the owner died or lost NATS).
 
 A delivery that fails inside the notifier (an event that cannot be rendered, a webhook stored
 without validation) is tried a few times, then recorded dead with the error (`internal error:`
@@ -26,21 +27,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import random
 import time
 import uuid
 from collections.abc import Hashable
 from dataclasses import dataclass
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    wait_exponential_jitter,
-)
 
 from nimbus import tracing
 from nimbus.events import UndecodableEvent, decode
@@ -50,9 +48,12 @@ from notifier import bodies, signing
 from notifier.config import NotifierConfig
 from notifier.deliveries import (
     EXCERPT_CHARS,
+    FINAL,
     Claim,
     Conflict,
     DeliveryStore,
+    Finished,
+    Holder,
     Rival,
     delivery_id,
 )
@@ -68,7 +69,6 @@ log = logging.getLogger("nimbus.notifier.dispatcher")
 
 EVENT_TYPE_HEADER = "Nimbus-Event-Type"
 Status = webhooks_pb2.DeliveryStatus
-FINAL = (webhooks_pb2.DELIVERY_STATUS_SUCCEEDED, webhooks_pb2.DELIVERY_STATUS_DEAD)
 # A claim's lease, in ack waits: an owner is replaced only after renewing nothing this long.
 # Renewals go out with the progress acks, every third of an ack wait, so several in a row may be
 # late or lost first.
@@ -106,14 +106,9 @@ class Job:
     renders: dict[int, tuple[bytes, str]]
 
 
-@dataclass(slots=True)
-class _Owned:
-    """A delivery this replica holds the claim of, with its record and the record's revision
-    (0 while not stored yet)."""
-
-    claim: Claim
-    record: webhooks_pb2.Delivery
-    revision: int
+def _stamp(ts: Timestamp) -> None:
+    """Now, without GetCurrentTime's trip through datetime (a few per delivery add up)."""
+    ts.FromNanoseconds(time.time_ns())
 
 
 def base_record(
@@ -131,7 +126,7 @@ def base_record(
         status=webhooks_pb2.DELIVERY_STATUS_RETRYING,
         url=webhook.url,
     )
-    record.created_at.GetCurrentTime()
+    _stamp(record.created_at)
     record.updated_at.CopyFrom(record.created_at)
     return record
 
@@ -184,12 +179,10 @@ class Dispatcher(LaneHandler[Job]):
         self._receivers = Receivers(d.concurrency, d.breaker_failures, d.breaker_cooldown)
         self.metrics = metrics or NotifierMetrics()
         self.metrics.watch_breakers(self._receivers.states)
-        self._backoff = wait_exponential_jitter(
-            initial=d.backoff_initial, max=d.backoff_max, jitter=d.backoff_initial
-        )
         # Names this process in claims: a restarted replica is another owner than before.
-        self._owner = f"{config.instance}/{uuid.uuid4().hex[:8]}"
-        self._lease = LEASE_ACK_WAITS * config.consumer.ack_wait
+        self._holder = Holder.of(
+            f"{config.instance}/{uuid.uuid4().hex[:8]}", LEASE_ACK_WAITS * config.consumer.ack_wait
+        )
         # How often a replica waiting on another's claim looks again.
         self._poll = min(1.0, config.consumer.ack_wait / 3)
         # Claims held, by delivery id; renewed with the progress acks.
@@ -276,8 +269,10 @@ class Dispatcher(LaneHandler[Job]):
         """A delivery the notifier itself failed: recorded dead with the error, for the API."""
         ident = delivery_id(job.webhook_id, job.event.id)
         webhook = self._current(job.webhook_id)
+        claim = self._claims.pop(ident, None)
         if webhook is not None:
-            record, revision = await self._deliveries.read(webhook.id, ident)
+            stored = await self._deliveries.read(webhook.id, ident)
+            record, revision = stored.record, stored.revision
             if record is None or record.status not in FINAL:
                 if record is None:
                     record = base_record(webhook, job.event, ident)
@@ -286,17 +281,18 @@ class Dispatcher(LaneHandler[Job]):
                     instance=self._config.instance,
                     error=f"internal error: {type(error).__name__}: {error}",
                 )
-                attempt.started_at.GetCurrentTime()
+                _stamp(attempt.started_at)
                 record.attempts.append(attempt)
                 record.status = webhooks_pb2.DELIVERY_STATUS_DEAD
-                record.updated_at.GetCurrentTime()
+                _stamp(record.updated_at)
                 try:
+                    # Final, so unclaimed: whoever held it has nothing more to send.
                     await self._deliveries.write(record, revision)
                     self.metrics.dead(webhook.id)
+                    return
                 except Conflict:
                     # Another replica recorded it meanwhile: its record stands.
                     log.info("delivery recorded by another replica", extra={"delivery": ident})
-        claim = self._claims.pop(ident, None)
         if claim is not None:
             await self._deliveries.release(claim)
 
@@ -315,89 +311,96 @@ class Dispatcher(LaneHandler[Job]):
     async def _deliver(self, job: Job) -> None:
         ident = delivery_id(job.webhook_id, job.event.id)
         await self._settle(job, ident)
-        # Final, or nothing owed: the claim ends here. (After an error it is kept, and renewed,
-        # for the next try.)
+        # Final (its last write gave the claim up), or nothing owed: the claim ends here.
+        # (After an error it is kept, and renewed, for the next try.)
         self._claims.pop(ident, None)
 
     async def _settle(self, job: Job, ident: str) -> None:
         """Until the delivery has a final record: send it while holding its claim, or wait while
         another replica holds it."""
-        rival: Rival | None = None
-        seen = 0.0
         while True:
             webhook = self._current(job.webhook_id)
             if webhook is None or not webhook.enabled:
                 return  # deleted or disabled since the event came: nothing is owed
             claim = self._claims.get(ident)
-            if claim is None or not claim.live():
-                got = await self._deliveries.claim(webhook.id, ident, self._owner, self._lease)
-                if isinstance(got, Rival):
-                    self._claims.pop(ident, None)  # ours no more, if it was
-                    claim = None
-                    record, _ = await self._deliveries.read(webhook.id, ident)
-                    if record is not None and record.status in FINAL:
-                        log.info(
-                            "delivery finished by another replica",
-                            extra={"delivery": ident, "owner": got.owner},
-                        )
-                        return
-                    # Its owner is alive as long as it renews (the revision moves); silent for
-                    # a whole lease, as this replica measures it, the delivery is ours to finish.
-                    now = time.monotonic()
-                    if rival is None or got.revision != rival.revision:
-                        if rival is None:
-                            log.info(
-                                "delivery claimed by another replica; waiting",
-                                extra={"delivery": ident, "owner": got.owner},
-                            )
-                        rival, seen = got, now
-                    elif now - seen >= got.lease:
-                        claim = await self._deliveries.take_over(got, self._owner, self._lease)
-                        if claim is not None:
-                            log.warning(
-                                "delivery taken over from a silent replica",
-                                extra={"delivery": ident, "owner": got.owner},
-                            )
-                    if claim is None:
-                        await asyncio.sleep(self._poll)
-                        continue
-                else:
-                    claim = got
-                self._claims[ident] = claim
-            if claim.fresh:
-                record, revision = None, 0  # never claimed before, so never recorded
+            if claim is not None and claim.live():
+                claim.restore()  # a try that failed may have left an unrecorded attempt
             else:
-                record, revision = await self._deliveries.read(webhook.id, ident)
-                if record is not None and record.status in FINAL:
-                    return
-            claim.fresh = False
-            if record is None:
-                record = new_record(webhook, job.event, ident, job.renders)
-            try:
-                await self._attempts(
-                    _Owned(claim, record, revision), job.event.timestamp.ToNanoseconds() / 1e9
+                self._claims.pop(ident, None)
+                got: Claim | Rival | Finished | None = await self._deliveries.claim(
+                    webhook.id,
+                    ident,
+                    self._holder,
+                    functools.partial(new_record, webhook, job.event, ident, job.renders),
                 )
+                if isinstance(got, Rival):
+                    got = await self._wait_for(got, ident)
+                if isinstance(got, Finished):
+                    return
+                if not isinstance(got, Claim):
+                    continue  # released or gone meanwhile: claim it afresh
+                claim = self._claims[ident] = got
+            if claim.record.status in FINAL:
+                return
+            try:
+                await self._attempts(claim, job.event.timestamp.ToNanoseconds() / 1e9)
                 return
             except _Lost:
-                rival = None
+                pass
+
+    async def _wait_for(self, rival: Rival, ident: str) -> Claim | Finished | None:
+        """While another replica holds the delivery: its final record, or its claim once the
+        owner stayed silent a whole lease, or None once the claim is free to take."""
+        log.info(
+            "delivery claimed by another replica; waiting",
+            extra={"delivery": ident, "owner": rival.owner},
+        )
+        # Its owner is alive as long as it renews (the revision moves); silent for a whole
+        # lease, as this replica measures it, the delivery is ours to finish.
+        seen = time.monotonic()
+        while True:
+            await asyncio.sleep(self._poll)
+            now = await self._deliveries.inspect(rival, self._holder)
+            if isinstance(now, Finished):
+                log.info(
+                    "delivery finished by another replica",
+                    extra={"delivery": ident, "owner": rival.owner},
+                )
+                return now
+            if now is None:
+                return None
+            if now.revision != rival.revision or not rival.revision:
+                rival, seen = now, time.monotonic()
+                continue
+            if time.monotonic() - seen >= rival.lease:
+                claim = await self._deliveries.take_over(rival, self._holder)
+                if claim is not None:
+                    log.warning(
+                        "delivery taken over from a silent replica",
+                        extra={"delivery": ident, "owner": rival.owner},
+                    )
+                    return claim
 
     def _current(self, webhook_id: str) -> webhooks_pb2.Webhook | None:
-        for webhook in self._webhooks.cached():
-            if webhook.id == webhook_id:
-                return webhook
-        return None
+        return self._webhooks.cached_get(webhook_id)
 
     # -- attempts -----------------------------------------------------------------------------
 
-    def _wait(self, state: RetryCallState) -> float:
-        error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, _Retry) and error.retry_after is not None:
-            return min(error.retry_after, self._config.delivery.retry_after_max)
-        return float(self._backoff(state))
-
-    async def _attempts(self, owned: _Owned, event_time: float = 0.0) -> None:
+    def _pause(self, retries: int, error: _Retry) -> float:
+        """Before retry number `retries` (from 1): the receiver's Retry-After, capped, or
+        exponential backoff with jitter."""
         d = self._config.delivery
-        record = owned.record
+        if error.retry_after is not None:
+            return min(error.retry_after, d.retry_after_max)
+        try:
+            wait = d.backoff_initial * 2.0 ** (retries - 1)
+        except OverflowError:
+            wait = d.backoff_max
+        return max(0.0, min(wait + random.uniform(0, d.backoff_initial), d.backoff_max))
+
+    async def _attempts(self, claim: Claim, event_time: float = 0.0) -> None:
+        d = self._config.delivery
+        record = claim.record
         # Age counts from the event (the push), however long it waited for its turn.
         born = record.created_at.ToNanoseconds() / 1e9
         if event_time:
@@ -405,27 +408,24 @@ class Dispatcher(LaneHandler[Job]):
         age = time.time() - born
         deadline = time.monotonic() + max(0.0, d.max_age - age)
         receiver = self._receivers.get(record.url)
-
-        def stop(state: RetryCallState) -> bool:
-            return (
-                len(record.attempts) >= d.max_attempts
-                or time.monotonic() + state.upcoming_sleep >= deadline
-            )
-
-        retrying = AsyncRetrying(
-            stop=stop,
-            wait=self._wait,
-            retry=retry_if_exception_type(_Retry),
-            reraise=True,
-        )
+        retries = 0
         try:
-            async for attempt in retrying:
-                with attempt:
-                    await self._attempt(owned, receiver, deadline)
+            while True:
+                try:
+                    await self._attempt(claim, receiver, deadline)
+                    break
+                except _Retry as error:
+                    retries += 1
+                    pause = self._pause(retries, error)
+                    if len(record.attempts) >= d.max_attempts or (
+                        time.monotonic() + pause >= deadline
+                    ):
+                        raise
+                    await asyncio.sleep(pause)
         except (_Retry, _Expired):
             record.status = webhooks_pb2.DELIVERY_STATUS_DEAD
-            record.updated_at.GetCurrentTime()
-            await self._save(owned)
+            _stamp(record.updated_at)
+            await self._save(claim)
             self.metrics.dead(record.webhook_id)
             log.warning(
                 "delivery dead-lettered",
@@ -439,12 +439,12 @@ class Dispatcher(LaneHandler[Job]):
         if record.status == webhooks_pb2.DELIVERY_STATUS_SUCCEEDED:
             self.metrics.delivered(record.webhook_id, event_time)
 
-    async def _attempt(self, owned: _Owned, receiver: Receiver, deadline: float) -> None:
-        record = owned.record
+    async def _attempt(self, claim: Claim, receiver: Receiver, deadline: float) -> None:
+        record = claim.record
         if not await receiver.breaker.admit(deadline):
             raise _Expired
         try:
-            outcome = await self._send(record, receiver, owned.claim)
+            outcome = await self._send(record, receiver, claim)
         except BaseException:
             await asyncio.shield(receiver.breaker.release_probe())
             raise
@@ -455,17 +455,17 @@ class Dispatcher(LaneHandler[Job]):
             if outcome.succeeded
             else webhooks_pb2.DELIVERY_STATUS_RETRYING
         )
-        record.updated_at.GetCurrentTime()
+        _stamp(record.updated_at)
         if outcome.succeeded or outcome.retryable:
-            await self._save(owned)
+            await self._save(claim)
         if outcome.retryable:
             raise _Retry(outcome.retry_after)
         if not outcome.succeeded:
             raise _Expired  # a 4xx that retrying will not change: dead-letter now
 
-    async def _save(self, owned: _Owned) -> None:
+    async def _save(self, claim: Claim) -> None:
         try:
-            owned.revision = await self._deliveries.write(owned.record, owned.revision)
+            await self._deliveries.save(claim)
         except Conflict:
             raise _Lost from None
 
@@ -520,7 +520,8 @@ class Dispatcher(LaneHandler[Job]):
         # Recorded over the record as it is now, revision-checked: an attempt written
         # meanwhile (another redelivery, another replica) is kept, never overwritten.
         for _ in range(REDELIVER_WRITES):
-            current, revision = await self._deliveries.read(record.webhook_id, record.id)
+            stored = await self._deliveries.read(record.webhook_id, record.id)
+            current, revision = stored.record, stored.revision
             if current is None:
                 raise NotFound(f"delivery {ident!r} was removed while it was redelivered")
             attempt = current.attempts.add()
@@ -528,9 +529,12 @@ class Dispatcher(LaneHandler[Job]):
             attempt.number = len(current.attempts)
             if outcome.succeeded:
                 current.status = webhooks_pb2.DELIVERY_STATUS_SUCCEEDED
-            current.updated_at.GetCurrentTime()
+            _stamp(current.updated_at)
+            # A replica's claim on it is kept (it is still sending, or will see the change);
+            # a final record has none.
+            holder = stored.holder if current.status not in FINAL else None
             try:
-                await self._deliveries.write(current, revision)
+                await self._deliveries.write(current, revision, holder)
             except Conflict:
                 continue
             return current

@@ -121,7 +121,7 @@ class Sender:
         attempt = webhooks_pb2.DeliveryAttempt(
             number=number, instance=self._instance, request_headers=_headers(headers)
         )
-        attempt.started_at.GetCurrentTime()
+        attempt.started_at.FromNanoseconds(time.time_ns())
         start = time.perf_counter()
         try:
             async with self._client().post(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import secrets as random_secrets
@@ -30,7 +31,9 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(random_secrets.token_bytes(32)).decode()
 
 
+@functools.lru_cache(maxsize=1024)
 def secret_key(secret: str) -> bytes:
+    """The key of a secret; remembered, as every attempt of every delivery signs with it."""
     if not secret.startswith(SECRET_PREFIX):
         raise InvalidSecret(f"a secret starts with {SECRET_PREFIX!r}")
     try:

@@ -85,6 +85,10 @@ class WebhookStore:
         """Every webhook as this replica last heard of it."""
         return list(self._cache.values())
 
+    def cached_get(self, webhook_id: str) -> webhooks_pb2.Webhook | None:
+        """One webhook as this replica last heard of it."""
+        return self._cache.get(webhook_id)
+
     async def get(self, webhook_id: str) -> webhooks_pb2.Webhook | None:
         try:
             entry = await self._kv.get(webhook_id)
