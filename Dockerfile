@@ -18,6 +18,6 @@ RUN pip install --no-cache-dir uv==0.13.8 \
     && mkdir -p /data && chown nimbus /data
 USER nimbus
 VOLUME ["/data"]
-EXPOSE 5000 50051 50052 50053
+EXPOSE 5000 5080 9102 9103 50051 50052 50053
 ENTRYPOINT ["nimbus"]
 CMD ["registry", "--listen", "0.0.0.0:5000", "--data-dir", "/data"]
