@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import shutil
 import uuid
@@ -74,6 +75,14 @@ class FilesystemDriver(StorageDriver):
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
+        # A delete of the parent (a tag deleted while pushed again) may remove the directory
+        # between the mkdir and the rename: make it again and go on, the write then wins.
+        for _ in range(4):
+            try:
+                os.replace(tmp, full)
+                return
+            except FileNotFoundError:
+                full.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, full)
 
     async def put_content(self, path: str, data: bytes, durable: bool = True) -> None:
@@ -126,10 +135,20 @@ class FilesystemDriver(StorageDriver):
     async def delete(self, path: str) -> None:
         full = self._full(path)
 
+        def _concurrent(function: Any, target: str, excinfo: Any) -> None:
+            # A file written meanwhile (a tag pushed again while deleted) stays with its
+            # directories, as if the delete came first; anything gone already is fine.
+            error = excinfo[1]
+            if isinstance(error, FileNotFoundError):
+                return
+            if isinstance(error, OSError) and error.errno == errno.ENOTEMPTY:
+                return
+            raise error
+
         def _delete() -> None:
             try:
                 if full.is_dir():
-                    shutil.rmtree(full)
+                    shutil.rmtree(full, onerror=_concurrent)
                 else:
                     full.unlink()
             except FileNotFoundError:
