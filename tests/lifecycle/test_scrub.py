@@ -5,6 +5,7 @@ limit holds per tick of the limiter (bytes counted, not wall clock)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from pathlib import Path
@@ -163,3 +164,23 @@ async def test_scrub_commands(
     assert lines[-1]["phase"] == "DONE" and lines[-1]["stats"]["quarantined"] == 1
     bad = await ctl("scrub", "run", "--rate", "fast")
     assert bad.returncode != 0 and "--rate" in bad.stderr
+
+
+async def test_scheduled_scrub_quarantines_by_itself(
+    lifecycle_registry: LifecycleRegistry,
+    http: aiohttp.ClientSession,
+    request: pytest.FixtureRequest,
+):
+    registry = lifecycle_registry({"scrub_schedule": "1s", "scrub_rate": 0})
+    client = oci(http, registry)
+    image = make_image((1200,), seed=870)
+    await client.push_image(REPO, image, "v1")
+    await _corrupt(registry, request, image.layers[0].digest)
+    quarantined = Path(registry.data_dir) / "_lifecycle" / "quarantine"
+    entry = quarantined / image.layers[0].digest.replace(":", "-")
+    deadline = asyncio.get_running_loop().time() + 60
+    while not entry.exists():
+        assert asyncio.get_running_loop().time() < deadline, "no scheduled scrub"
+        await asyncio.sleep(0.2)
+    reply = await client.request("GET", f"/v2/{REPO}/blobs/{image.layers[0].digest}")
+    reply.expect_error(404, "BLOB_UNKNOWN")
