@@ -44,6 +44,13 @@ class WorkerConfig:
     # Tries of an event whose change fails inside the replicator (not at a registry) before
     # it becomes an `internal` failure record and its repository's next event goes.
     job_attempts: int = 3
+    # Tries of an event whose peer (or source) answers a server error (500, 501, 505 and up;
+    # not 502-504, which say it is away) before it becomes a `peer-unreachable` failure record
+    # and its repository's next event goes. An unreachable peer is waited for without end.
+    error_attempts: int = 8
+    # Seconds between tries, by one replica, of a peer's failure records that are not refusals
+    # (`peer-unreachable`, `internal`); 0: only when asked (RetryFailure).
+    failure_retry_interval: float = 60.0
 
 
 @dataclass
@@ -90,9 +97,12 @@ class ReplicatorConfig(NatsClientConfig):
             "worker.blob_concurrency": w.blob_concurrency,
             "worker.sync_concurrency": w.sync_concurrency,
             "worker.job_attempts": w.job_attempts,
+            "worker.error_attempts": w.error_attempts,
         }.items():
             if count < 1:
                 raise ConfigError(f"{key}: must be at least 1, got {count}")
+        if w.failure_retry_interval < 0:
+            raise ConfigError("worker.failure_retry_interval: 0 (off) or a number of seconds")
         if not 0 < w.retry_initial <= w.retry_max:
             raise ConfigError("worker.retry_initial: above 0 and at most worker.retry_max")
         if not self.instance:
@@ -120,4 +130,6 @@ class ReplicatorConfig(NatsClientConfig):
             retry_initial=w.retry_initial,
             retry_max=w.retry_max,
             job_attempts=w.job_attempts,
+            error_attempts=w.error_attempts,
+            failure_retry_interval=w.failure_retry_interval,
         )

@@ -240,9 +240,11 @@ class Copier:
         self, repository: str, destination: str, blob: Descriptor, run: _Run
     ) -> None:
         key = (destination, blob.digest)
-        pending = self._inflight.get(key)
-        if pending is not None:
-            await asyncio.shield(pending)
+        while (pending := self._inflight.get(key)) is not None:
+            try:
+                await asyncio.shield(pending)
+            except _Abandoned:
+                continue  # its copier was cancelled: this one copies the blob itself
             run.result.blobs_present += 1
             return
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -251,6 +253,12 @@ class Copier:
             async with self._blob_slots:
                 await self._copy_blob(repository, destination, blob, run)
             future.set_result(0)
+        except asyncio.CancelledError:
+            # A waiter must not get this task's cancellation as its own: its lane would end
+            # as if stopped, with its messages held.
+            future.set_exception(_Abandoned())
+            future.exception()
+            raise
         except BaseException as error:
             future.set_exception(error)
             future.exception()  # retrieved: waiters re-raise it, nobody else must
@@ -347,6 +355,10 @@ class Copier:
             if self.on_bytes is not None:
                 self.on_bytes(len(data))
             yield data
+
+
+class _Abandoned(Exception):
+    """The copy of a blob that others wait on was cancelled before it ended."""
 
 
 def _body_error(error: BaseException) -> BaseException | None:

@@ -28,6 +28,7 @@ from replicator.errors import FailureNotFound, InvalidRequest
 from replicator.failures import Failure, FailureStore
 from replicator.metrics import ReplicatorMetrics
 from replicator.peers import NAME_RE, Peer, PeerNotFoundError, PeerStore
+from replicator.retries import retry_failures_forever
 from replicator.rules import RuleAction, first_match
 from replicator.status import PeerCounters, StatusBoard
 from replicator.sync import ReconcileLease, SyncProgress, reconcile_forever, sync
@@ -104,7 +105,7 @@ class ReplicationService:
             Credentials(src.username, src.password, src.token),
             ssl=ssl_context(src.tls_verify, src.tls_ca),
         )
-        self._workers: dict[str, tuple[bytes, PeerWorker, asyncio.Task[None] | None]] = {}
+        self._workers: dict[str, tuple[bytes, PeerWorker, list[asyncio.Task[None]]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._refresh_lock = asyncio.Lock()
 
@@ -178,16 +179,18 @@ class ReplicationService:
             metrics=self.metrics,
         )
         worker.start()
-        reconcile = None
+        loops: list[asyncio.Task[None]] = []
         if peer.reconcile_interval > 0:
-            reconcile = asyncio.create_task(reconcile_forever(worker, self.lease))
-        self._workers[peer.name] = (peer.to_json(), worker, reconcile)
+            loops.append(asyncio.create_task(reconcile_forever(worker, self.lease)))
+        if worker.settings.failure_retry_interval > 0:
+            loops.append(asyncio.create_task(retry_failures_forever(worker, self.lease)))
+        self._workers[peer.name] = (peer.to_json(), worker, loops)
 
     async def _stop_worker(self, name: str) -> None:
-        _, worker, reconcile = self._workers.pop(name)
-        if reconcile is not None:
-            reconcile.cancel()
-            await asyncio.gather(reconcile, return_exceptions=True)
+        _, worker, loops = self._workers.pop(name)
+        for loop in loops:
+            loop.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
         await worker.stop()
 
     def worker(self, name: str) -> PeerWorker:

@@ -4,7 +4,11 @@ Each peer has its own consumer, so a slow or dead peer only builds its own backl
 repository are applied in stream order (one lane per repository), different repositories in
 parallel. A message is acked once its change is at the peer; transient errors are retried with
 exponential backoff and jitter (honouring Retry-After) while the message is kept alive with
-progress acks; permanent errors become failure records and the message is acked.
+progress acks: without end while the peer is unreachable (its backlog builds, in order), a few
+times when it answers with a server error (one image the peer cannot take must not hold back
+its repository's lane, and with it the peer's in-flight window, for good). Errors that stay
+become failure records and the message is acked; records other than refusals are tried again
+later by themselves (`replicator.retries`).
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ from tenacity import (
     RetryCallState,
     retry_if_exception,
     stop_after_attempt,
-    stop_never,
     wait_exponential_jitter,
 )
 
@@ -76,6 +79,20 @@ REFUSALS = (
 )
 
 
+# Server errors that mean "away" (a gateway without its backend, overloaded, timed out): waited
+# for like a connection error. Any other 5xx is an answer about this change.
+_AWAY = frozenset({502, 503, 504})
+
+
+def answered_error(error: BaseException | None) -> bool:
+    """A server error answer (500, 501, 505 and up): tried a few times, then recorded."""
+    return isinstance(error, RegistryError) and error.status >= 500 and error.status not in _AWAY
+
+
+class LeakedCancellationError(Exception):
+    """A copy ended in a cancellation that was not its own (one raised in another task)."""
+
+
 def failure_kind(error: BaseException) -> FailureKind:
     """Who is to blame: a registry's answer, an unreachable peer, or the replicator itself."""
     if is_transient(error):
@@ -97,6 +114,10 @@ class WorkerSettings:
     fetch_timeout: float = 2.0
     # Tries of an event whose change fails inside the replicator before it is given up.
     job_attempts: int = 3
+    # Tries of an event whose peer answers a server error before it becomes a failure record.
+    error_attempts: int = 8
+    # Seconds between automatic tries of the peer's failure records (0: off).
+    failure_retry_interval: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,7 +285,15 @@ class PeerWorker(LaneHandler[Change]):
             # Gone from the source since (deleted): the delete's own event says what to do.
             log.info("nothing to copy", extra={"peer": self.peer.name, "reason": str(error)})
         except REFUSALS as error:
+            # A server error answered through every try is recorded (and tried again later).
             await self.fail(change, error)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            # Not this lane being stopped: an error of this change, or the lane would end
+            # without settling its messages (and keep them from every replica for good).
+            raise LeakedCancellationError(f"{change.describe()}: cancelled from within") from None
 
     async def give_up(self, change: Change, error: Exception) -> None:
         # The consumer logged the traceback; the record says where to look.
@@ -285,7 +314,7 @@ class PeerWorker(LaneHandler[Change]):
         retrying = AsyncRetrying(
             retry=retry_if_exception(is_transient),
             wait=self._wait,
-            stop=stop_after_attempt(attempts) if attempts else stop_never,
+            stop=stop_after_attempt(attempts) if attempts else self._stop_on_answers(),
             before_sleep=self._before_sleep(change),
             reraise=True,
         )
@@ -371,6 +400,43 @@ class PeerWorker(LaneHandler[Change]):
                 kind=kind.value,
             )
         )
+
+    def _stop_on_answers(self) -> Callable[[RetryCallState], bool]:
+        """Never while the peer is unreachable; after `error_attempts` server error answers."""
+        answers = 0
+
+        def stop(state: RetryCallState) -> bool:
+            nonlocal answers
+            if answered_error(state.outcome.exception() if state.outcome else None):
+                answers += 1
+            return answers >= self.settings.error_attempts
+
+        return stop
+
+    async def retry_failure(self, failure: Failure) -> Failure | None:
+        """Try a recorded change again, as the source is now: None once it is done (the record
+        is removed), else the record updated with this try's error.
+
+        A push copies what its tag points at now (not the digest of back then, which a later
+        push may have replaced at the peer already); a delete of something pushed again since
+        is superseded by that push."""
+        tag = "" if ":" in failure.reference else failure.reference
+        if failure.action == RuleAction.DELETE:
+            if await self.source.head_manifest(failure.repository, failure.reference) is not None:
+                await self.failures.remove(self.peer.name, failure.id)
+                return None
+            change = Change(failure.action, failure.repository, failure.digest, tag, self.site)
+        else:
+            digest = "" if tag else failure.digest
+            change = Change(failure.action, failure.repository, digest, tag, self.site)
+        try:
+            await self.apply(change, attempts=2)
+        except SourceMissingError:
+            pass  # deleted at the source since: its delete's event says what to do
+        except Exception as error:
+            return await self.fail(change, error)
+        await self.failures.remove(self.peer.name, failure.id)
+        return None
 
     def _wait(self, state: RetryCallState) -> float:
         base = wait_exponential_jitter(

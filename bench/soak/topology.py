@@ -33,6 +33,9 @@ NOTIFIER_ENV = {
     "NIMBUS_DELIVERY_BREAKER_COOLDOWN": "1",
     "NIMBUS_CONSUMER_ACK_WAIT": "5",
 }
+# Failure records (an image a peer answered 500 to through every try) are tried again within
+# the drain.
+REPLICATOR_ENV = {"NIMBUS_WORKER_FAILURE_RETRY_INTERVAL": "10"}
 S3_ENV = {
     "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
     "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
@@ -294,7 +297,7 @@ def build(workdir: Path) -> Topology:
             "replicator",
             f"replicator-{site}",
             ["--site", site, "--registry", source, "--ack-wait", "10", "--retry-max", "5"],
-            {},
+            REPLICATOR_ENV,
         )
     return top
 
