@@ -14,6 +14,7 @@ from registry.admin.cache import CacheService
 from registry.admin.servicer import SERVICE_NAME, RegistryAdmin
 from registry.auth.access import AccessPolicy
 from registry.config import RegistryConfig
+from registry.lifecycle import Lifecycle
 from registry.metrics import RegistryMetrics
 from registry.proxy.pulls import Pulls
 from registry.services import Services
@@ -35,6 +36,8 @@ def registry_admin(
     )
     if metrics is not None:
         gc.on_finished = _count_gc(metrics)
+    if services.lifecycle is not None:
+        gc.on_finished = _forget_quotas(services.lifecycle, gc.on_finished)
     policy = None
     if config.auth.enabled:
         # Validated with the configuration; the same rules the OCI API applies.
@@ -47,6 +50,18 @@ def _count_gc(metrics: RegistryMetrics) -> Callable[[str, GcStats], None]:
         metrics.run_finished("gc", outcome, stats.finished - stats.started)
         if outcome == "completed":
             metrics.gc_bytes_freed.inc(stats.bytes_freed)
+
+    return finished
+
+
+def _forget_quotas(
+    lifecycle: Lifecycle, then: Callable[[str, GcStats], None] | None
+) -> Callable[[str, GcStats], None]:
+    def finished(outcome: str, stats: GcStats) -> None:
+        # Quota figures kept in memory count the data a collection may just have removed.
+        lifecycle.collected()
+        if then is not None:
+            then(outcome, stats)
 
     return finished
 

@@ -49,7 +49,8 @@ class Lifecycle(LifecycleHooks):
         self.driver = driver
         self.settings = settings
         self.store = PolicyStore(driver, settings.seed, settings.reload_interval)
-        self.quotas = QuotaService(driver)
+        # Figures kept as long as the rules are: both are re-read from storage as often.
+        self.quotas = QuotaService(driver, settings.reload_interval)
         self.pulls = PullTimes(driver, settings.pull_flush_interval)
         # Called with each quota usage computed (the Prometheus gauges).
         self.on_usage: list[Callable[[QuotaUsage], None]] = []
@@ -140,6 +141,11 @@ class Lifecycle(LifecycleHooks):
 
     async def deleting(self, name: str, tags: Sequence[str]) -> None:
         immutability.check_delete(await self.store.current(), name, tags)
+        self.quotas.forget(name)
+
+    def collected(self) -> None:
+        """A garbage collection removed data: every quota figure is read again."""
+        self.quotas.forget()
 
     def pulled(self, name: str, digest: Digest, tag: str) -> None:
         self.pulls.record(name, digest, tag)
@@ -171,7 +177,8 @@ class Lifecycle(LifecycleHooks):
         for name in names:
             rule = policies.quota_for(name)
             if rule is not None:
-                found.append(await self.quotas.usage(name, rule))
+                # Asked for: read from storage, which also refreshes the kept figure.
+                found.append(await self.quotas.usage(name, rule, fresh=True))
         for usage in found:
             self._report(usage)
         return found

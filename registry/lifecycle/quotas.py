@@ -1,16 +1,21 @@
 """Storage quotas per repository: bytes (each distinct blob and manifest once) and tags.
 
 Usage is read from the repository's links (layers and manifest revisions) with the size of
-their data each time a push needs it, so deletes and garbage collection (which removes the
-data and leaves dangling links) are reflected as soon as they happen. A push is checked under
-a lock per repository in this process, so two pushes racing for the last bytes cannot both get them.
-Replicas behind one load balancer each hold their own lock: two replicas can each admit one
-push at the same instant (the limit can then be crossed by at most one push per replica).
+their data (O(repository size): a listing and a stat per blob), then kept per repository for
+`ttl` seconds and adjusted by each push this process admits, so a push costs no listing. It
+is read again from storage after a delete in this process (tag, manifest, retention), after
+a garbage collection here (which removes data and leaves dangling links), when a figure is
+asked for (GetStats), and at the latest after `ttl`: what another replica pushed or deleted
+is seen within that time. A push is checked under a lock per repository in this process, so
+two pushes racing for the last bytes cannot both get them. Replicas behind one load balancer
+each hold their own lock and figure: within one `ttl`, pushes to one repository through
+several replicas can together cross the limit by what the others admitted meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,6 +26,9 @@ from registry.lifecycle.rules import QuotaRule
 from registry.reference import Digest
 from registry.storage import paths
 from registry.storage.driver import StorageDriver
+
+# Repositories whose figures are kept at most (the oldest read goes first).
+_MAX_CACHED = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,11 +41,13 @@ class QuotaUsage:
     tags_limit: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Usage:
     bytes: int
     tags: int
-    digests: frozenset[str]
+    digests: set[str]
+    # When it was read from storage (monotonic seconds).
+    read_at: float = 0.0
 
 
 def _human(size: int) -> str:
@@ -50,9 +60,22 @@ def _human(size: int) -> str:
 
 
 class QuotaService:
-    def __init__(self, driver: StorageDriver) -> None:
+    def __init__(self, driver: StorageDriver, ttl: float = 5.0) -> None:
         self.driver = driver
+        # 0: read from storage every time.
+        self.ttl = ttl
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._cached: dict[str, _Usage] = {}
+        # Bumped by each forget: a read begun before it is not kept.
+        self._generation = 0
+
+    def forget(self, name: str | None = None) -> None:
+        """Read ``name``'s usage (every repository's, None) from storage next time."""
+        self._generation += 1
+        if name is None:
+            self._cached.clear()
+        else:
+            self._cached.pop(name, None)
 
     def lock(self, name: str) -> asyncio.Lock:
         lock = self._locks.get(name)
@@ -72,7 +95,20 @@ class QuotaService:
         info = await self.driver.stat(paths.blob_data(Digest.parse(digest)))
         return None if info is None else info.size
 
-    async def _usage(self, name: str) -> _Usage:
+    async def _usage(self, name: str, fresh: bool = False) -> _Usage:
+        cached = self._cached.get(name)
+        if not fresh and cached is not None and time.monotonic() - cached.read_at < self.ttl:
+            return cached
+        generation = self._generation
+        used = await self._read(name)
+        if self.ttl > 0 and generation == self._generation:
+            self._cached[name] = used
+        if len(self._cached) > _MAX_CACHED:
+            self._cached.pop(next(iter(self._cached)))
+        return used
+
+    async def _read(self, name: str) -> _Usage:
+        started = time.monotonic()
         layers, revisions, tags = await asyncio.gather(
             self._digests(paths.layers_root(name)),
             self._digests(paths.revisions_root(name)),
@@ -81,10 +117,11 @@ class QuotaService:
         digests = sorted(layers | revisions)
         sizes = await asyncio.gather(*(self._size(d) for d in digests))
         present = {d: size for d, size in zip(digests, sizes, strict=True) if size is not None}
-        return _Usage(sum(present.values()), len(tags), frozenset(present))
+        return _Usage(sum(present.values()), len(tags), set(present), started)
 
-    async def usage(self, name: str, rule: QuotaRule) -> QuotaUsage:
-        used = await self._usage(name)
+    async def usage(self, name: str, rule: QuotaRule, fresh: bool = False) -> QuotaUsage:
+        """The figures of a repository; ``fresh``: read from storage (and kept)."""
+        used = await self._usage(name, fresh)
         return QuotaUsage(name, rule.name, used.bytes, rule.bytes, used.tags, rule.tags)
 
     def _refuse(self, rule: QuotaRule, name: str, used: int, adding: int) -> OCIError:
@@ -126,3 +163,11 @@ class QuotaService:
                     detail={"rule": rule.name, "used": used.tags, "limit": rule.tags},
                 )
             yield
+            # Linked: the kept figure follows without a listing (it is the object read above
+            # unless a delete made it be forgotten meanwhile).
+            if self._cached.get(name) is used:
+                if adding:
+                    used.digests.add(str(digest))
+                    used.bytes += adding
+                if new_tag:
+                    used.tags += 1
