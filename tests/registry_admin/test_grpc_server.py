@@ -39,6 +39,7 @@ REGISTRY_METHODS = {
     "GetLifecyclePolicies",
     "SetLifecyclePolicies",
     "RunRetention",
+    "RunScrub",
 }
 
 
