@@ -37,6 +37,8 @@ log = logging.getLogger("nimbus.registry.scrub")
 __all__ = ["LeaseHeld", "ScrubService", "quarantine_path"]
 
 QUARANTINE = f"{paths.LIFECYCLE}/quarantine"
+# A progress message every this many blobs, so a long run shows it goes on.
+_PROGRESS_EVERY = 500
 # Hashing pieces at least this large go to a worker thread, off the event loop.
 _OFFLOAD = 256 * 1024
 
@@ -141,6 +143,8 @@ class ScrubService:
             queue.put_nowait(None)
 
         task = asyncio.create_task(drive())
+        # Whatever happens to the caller, the run's outcome is collected (and logged there).
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
         while True:
             got = await queue.get()
             if got is None:
@@ -203,6 +207,13 @@ class ScrubService:
                 ticks=limiter.figures(),
             )
             if actual == str(digest):
+                if stats.blobs_checked % _PROGRESS_EVERY == 0:
+                    yield ScrubProgress(
+                        Phase.HASH_BLOBS,
+                        f"hashed {stats.blobs_checked} blobs ({stats.bytes_hashed} bytes) so far",
+                        stats,
+                        dry_run,
+                    )
                 continue
             bad.add(str(digest))
             quarantined = not dry_run and await self._quarantine(digest, info)
