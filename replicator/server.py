@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 
-from nimbus import logs
+from nimbus import logs, otel
 from nimbus.grpcserver import start_grpc_server
 from nimbus.metrics import MetricsServer
 from nimbus.natsconn import connect
@@ -20,6 +20,8 @@ log = logging.getLogger("nimbus.replicator")
 
 
 async def serve(config: ReplicatorConfig) -> None:
+    # Spans of replica copies, only when an OTLP endpoint is configured.
+    otel.configure("nimbus-replicator")
     nc = await connect(config.nats_options(f"nimbus-replicator-{config.site}"))
     js = nc.jetstream()
     metrics = ReplicatorMetrics()
@@ -53,6 +55,7 @@ async def serve(config: ReplicatorConfig) -> None:
         await exporter.stop()
         await service.stop()
         await nc.close()
+        await asyncio.to_thread(otel.shutdown)
 
 
 def run(config: ReplicatorConfig) -> None:

@@ -34,7 +34,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from nimbus import streams, tracing
+from nimbus import otel, streams, tracing
 from nimbus.events import MANIFEST, Action, UndecodableEvent, decode
 from nimbus.lanes import LaneConsumer, LaneHandler, LaneSettings, Unreadable
 from nimbus.oci import mediatypes as mt
@@ -328,9 +328,13 @@ class PeerWorker(LaneHandler[Change]):
         return result
 
     async def _apply_once(self, change: Change) -> CopyResult:
+        # This copy's span, a child of the push's (none for a sync or a retry); an OTel span
+        # too when OTel is configured.
+        with otel.copy_span(change.traceparent, self.peer.name, change.repository) as span:
+            return await self._apply_traced(change, span.traceparent)
+
+    async def _apply_traced(self, change: Change, trace: str) -> CopyResult:
         origin = change.origin_site or self.site
-        # This copy's span, a child of the push's (none for a sync or a retry).
-        trace = tracing.continued(change.traceparent)
         if change.action == RuleAction.DELETE:
             headers = {ORIGIN_SITE_HEADER: origin, **({tracing.HEADER: trace} if trace else {})}
             target = self.client.with_headers(headers)
