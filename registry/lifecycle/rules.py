@@ -14,13 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from registry.auth.access import glob_to_regex
+from registry.lifecycle.schedule import parse_schedule
+from registry.lifecycle.values import PolicyError, parse_bytes, parse_duration
 
 _REPO_GLOB_RE = re.compile(r"^[a-z0-9*?][a-z0-9._/*?-]*$")
 _TAG_GLOB_RE = re.compile(r"^[A-Za-z0-9_*?][A-Za-z0-9._*?-]{0,127}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/*?-]{0,127}$")
-_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, None: 1}
-_BYTES_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?$", re.IGNORECASE)
 
 _SECTIONS = ("immutable", "quotas", "retention")
 _IMMUTABLE_KEYS = frozenset({"name", "pattern"})
@@ -39,10 +38,6 @@ _RETENTION_KEYS = frozenset(
 )
 
 
-class PolicyError(ValueError):
-    """A rule cannot be used; the message names the rule (by index) and the field."""
-
-
 def _repo_glob(value: Any, key: str) -> str:
     if not isinstance(value, str) or not _REPO_GLOB_RE.match(value) or "//" in value:
         raise PolicyError(
@@ -57,43 +52,6 @@ def _tag_glob(value: Any, key: str) -> str:
     if not isinstance(value, str) or not _TAG_GLOB_RE.match(value):
         raise PolicyError(f"{key}: {value!r} is not a tag glob (A-Z, a-z, 0-9, '.', '_', '-', '*')")
     return value
-
-
-def parse_duration(value: Any, key: str) -> float:
-    """Seconds from a number or a string such as 90s, 15m, 12h, 7d, 2w."""
-    if isinstance(value, bool):
-        raise PolicyError(f"{key}: expected a duration, got {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION_RE.match(value.strip())):
-        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    elif isinstance(value, str) and value.strip().startswith("-"):
-        raise PolicyError(f"{key}: must not be negative, got {value!r}")
-    else:
-        raise PolicyError(f"{key}: expected a duration such as 3600, 90s, 12h or 7d, got {value!r}")
-    if seconds < 0:
-        raise PolicyError(f"{key}: must not be negative, got {value!r}")
-    return seconds
-
-
-def parse_bytes(value: Any, key: str) -> int:
-    """Bytes from a number or a string such as 500MB or 10GiB."""
-    if isinstance(value, bool):
-        raise PolicyError(f"{key}: expected a size in bytes, got {value!r}")
-    if isinstance(value, int | float):
-        size = int(value)
-    elif isinstance(value, str) and (match := _BYTES_RE.match(value.strip())):
-        unit = (match.group(2) or "B").upper()
-        power = "BKMGT".index(unit[0]) if unit != "B" else 0
-        base = 1024 if "I" in unit else 1000
-        size = int(float(match.group(1)) * base**power)
-    else:
-        raise PolicyError(
-            f"{key}: expected a size such as 1073741824, 500MB or 10GiB, got {value!r}"
-        )
-    if size < 0:
-        raise PolicyError(f"{key}: must not be negative, got {value!r}")
-    return size
 
 
 def _count(value: Any, key: str) -> int:
@@ -312,9 +270,6 @@ def _optional_duration(rule: Mapping[str, Any], field_name: str, key: str) -> fl
 
 
 def _schedule(rule: Mapping[str, Any], name: str, key: str) -> str:
-    # Imported here: the schedule module reads durations with this one's parser.
-    from registry.lifecycle.schedule import parse_schedule
-
     value = rule.get("schedule")
     if value is None or value == "":
         return ""

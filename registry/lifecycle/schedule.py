@@ -19,7 +19,7 @@ from typing import Any
 
 from croniter import CroniterError, croniter
 
-from registry.lifecycle.rules import PolicyError, parse_duration
+from registry.lifecycle.values import PolicyError, parse_duration
 
 log = logging.getLogger("nimbus.registry.lifecycle")
 
