@@ -65,6 +65,7 @@ async def tags_list(ctl: Ctl) -> None:
             Column("SIZE", lambda t: human_size(t.size)),
             Column("MEDIA TYPE", lambda t: t.media_type),
             Column("UPDATED (UTC)", lambda t: _when(t.updated)),
+            Column("LAST PULLED (UTC)", lambda t: _when(t.last_pulled)),
         ],
         empty=f"no tags in {ctl.args.repository}",
     )

@@ -34,6 +34,7 @@ def tag(item: TagInfo) -> pb.Tag:
         media_type=item.media_type,
         size=item.size,
         updated=_timestamp_ns(item.updated_ns) if item.updated_ns else None,
+        last_pulled=_timestamp_ns(int(item.last_pulled * 1e9)) if item.last_pulled else None,
     )
 
 

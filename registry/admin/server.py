@@ -26,7 +26,13 @@ def registry_admin(
     config: RegistryConfig, services: Services, metrics: RegistryMetrics | None = None
 ) -> RegistryAdmin:
     """The servicer over the OCI API's services, with the inventory and collector it needs."""
-    inventory = InventoryService(services.driver, services.repositories, services.manifests)
+    lifecycle = services.lifecycle
+    inventory = InventoryService(
+        services.driver,
+        services.repositories,
+        services.manifests,
+        lifecycle.pulls.tag_pulled if lifecycle is not None else None,
+    )
     gc = GarbageCollector(
         services.driver,
         services.repositories,

@@ -78,6 +78,10 @@ class PullTimes:
             record.merge(pending)
         return record
 
+    async def tag_pulled(self, name: str, digest: Digest, tag: str) -> float:
+        """When ``digest`` was last pulled through ``tag`` (0: never)."""
+        return (await self.get(name, digest)).tags.get(tag, 0.0)
+
     async def flush(self) -> int:
         """Write out the pulls noted since the last flush: one write per manifest."""
         pending, self._pending = self._pending, {}

@@ -78,6 +78,8 @@ class TagInfo:
     media_type: str
     size: int
     updated_ns: int
+    # Seconds since the epoch; 0 when never pulled through this tag.
+    last_pulled: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,16 +141,22 @@ def _sort_value(summary: RepositorySummary, key: str) -> int:
     return summary.last_pushed_ns
 
 
+# When a manifest was last pulled through a tag (0: never), as the lifecycle layer records it.
+LastPulled = Callable[[str, Digest, str], Awaitable[float]]
+
+
 class InventoryService:
     def __init__(
         self,
         driver: StorageDriver,
         repositories: RepositoryService,
         manifests: ManifestService,
+        last_pulled: LastPulled | None = None,
     ) -> None:
         self.driver = driver
         self.repositories = repositories
         self.manifests = manifests
+        self.last_pulled = last_pulled
 
     async def _require(self, name: str) -> None:
         validate_name(name)
@@ -241,7 +249,9 @@ class InventoryService:
             media_type, size = manifest.media_type, manifest.size
         except OCIError:
             pass
-        return TagInfo(tag, str(digest), media_type, size, info.modified_ns if info else 0)
+        pulled = await self.last_pulled(name, digest, tag) if self.last_pulled else 0.0
+        updated = info.modified_ns if info else 0
+        return TagInfo(tag, str(digest), media_type, size, updated, pulled)
 
     async def manifest(self, name: str, reference: str) -> ManifestDetails:
         await self._require(name)

@@ -75,6 +75,15 @@ async def test_repositories_repository_and_manifest_pages(
     console.grpc.calls.clear()
     await console.get("/repository?name=team/browse-app")
     assert dict(console.grpc.calls) == {"registry.ListTags": 1, "registry.GetManifest": 2}
+    # Last pulled: never, until a client pulls through the tag.
+    assert "never" in by_tag["stable"] and "never" in by_tag["v1"]
+    async with aiohttp.ClientSession() as http:
+        oci = OCIClient(http, console_registry.url, basic("pusher"))
+        assert (await oci.manifest("team/browse-app", "stable")).status == 200
+    _, page = await console.get("/repository?name=team/browse-app")
+    by_tag = {r.split()[0]: r for r in rows(page, "tags")[1:]}
+    assert "never" not in by_tag["stable"] and "never" in by_tag["v1"]
+    assert len(re.findall(r'data-testid="last-pulled"><time datetime=', page)) == 1
     host = console_registry.host
     assert f"docker pull {host}/team/browse-app:v1" in page
     assert (

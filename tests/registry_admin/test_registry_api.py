@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import time
 from typing import Any
 
 import grpc
@@ -79,6 +80,18 @@ async def test_lists_and_describes_pushed_images(admin: Any, client: OCIClient, 
         assert tag.media_type == OCI_MANIFEST
         assert tag.size == image.manifest.size
         assert tag.updated.seconds > 0
+        assert not tag.HasField("last_pulled")
+
+    # A pull through v1 (and one by digest, which is no tag's) shows on v1 alone, at once: this
+    # process's pull times are read with what storage holds.
+    before = int(time.time())
+    assert (await client.manifest(repo, "v1")).status == 200
+    assert (await client.manifest(repo, image.digest)).status == 200
+    page = await admin.ListTags(pb.ListTagsRequest(repository=repo))
+    pulled = {t.name: t for t in page.tags}
+    assert pulled["v1"].HasField("last_pulled")
+    assert before <= pulled["v1"].last_pulled.seconds <= int(time.time())
+    assert not pulled["latest"].HasField("last_pulled")
 
     by_tag = await admin.GetManifest(pb.GetManifestRequest(repository=repo, reference="v1"))
     by_digest = await admin.GetManifest(

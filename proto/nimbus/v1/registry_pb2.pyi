@@ -62,18 +62,20 @@ class ListTagsRequest(_message.Message):
     def __init__(self, repository: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., pullable_by: _Optional[str] = ...) -> None: ...
 
 class Tag(_message.Message):
-    __slots__ = ("name", "digest", "media_type", "size", "updated")
+    __slots__ = ("name", "digest", "media_type", "size", "updated", "last_pulled")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     UPDATED_FIELD_NUMBER: _ClassVar[int]
+    LAST_PULLED_FIELD_NUMBER: _ClassVar[int]
     name: str
     digest: str
     media_type: str
     size: int
     updated: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., digest: _Optional[str] = ..., media_type: _Optional[str] = ..., size: _Optional[int] = ..., updated: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    last_pulled: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., digest: _Optional[str] = ..., media_type: _Optional[str] = ..., size: _Optional[int] = ..., updated: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_pulled: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListTagsResponse(_message.Message):
     __slots__ = ("repository", "tags", "next_page_token")
