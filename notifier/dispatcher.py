@@ -32,7 +32,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -40,7 +40,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
-from nimbus import tracing
+from nimbus import otel, tracing
 from nimbus.events import UndecodableEvent, decode
 from nimbus.lanes import LaneConsumer, LaneHandler, LaneSettings, Unreadable
 from nimbus.streams import EVENTS_STREAM, EVENTS_SUBJECTS, NOTIFIER_CONSUMER
@@ -146,8 +146,13 @@ def new_record(
     record.body = body
     record.body_excerpt = body[:EXCERPT_CHARS].decode("utf-8", errors="replace")
     headers = {"Content-Type": content_type, EVENT_TYPE_HEADER: event.action, **webhook.headers}
-    # The delivery is a span of the push's trace (every attempt sends it).
-    trace = tracing.continued(event.traceparent)
+    # The delivery is a span of the push's trace (every attempt sends it). With OTel on, the
+    # push's own context is kept here: each attempt's span is its child and sends its own.
+    trace = (
+        str(tracing.parse(event.traceparent) or "")
+        if otel.enabled()
+        else tracing.continued(event.traceparent)
+    )
     if trace:
         headers[tracing.HEADER] = trace
     record.request_headers.extend(webhooks_pb2.Header(name=k, value=v) for k, v in headers.items())
@@ -492,13 +497,27 @@ class Dispatcher(LaneHandler[Job]):
             # renewed recently enough is sure not to be taken over meanwhile.
             if claim is not None and not claim.live():
                 raise _Lost
-            with self.metrics.sending():
+            with self.metrics.sending(), self._span(headers, record.webhook_id) as span:
                 outcome = await self._sender.send(
                     record.url, record.body, headers, len(record.attempts) + 1, tls
                 )
+                span.set("http.response.status_code", outcome.attempt.status_code)
+                if not outcome.succeeded:
+                    span.error(outcome.attempt.error or f"HTTP {outcome.attempt.status_code}")
         result = SUCCEEDED if outcome.succeeded else FAILED if outcome.retryable else REFUSED
         self.metrics.attempted(record.webhook_id, result, outcome.attempt.latency_ms / 1000)
         return outcome
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _span(headers: dict[str, str], webhook_id: str) -> Iterator[otel.Span]:
+        """The attempt's span when OTel is on; the `traceparent` sent becomes its own."""
+        if not otel.enabled() or tracing.HEADER not in headers:
+            yield otel.Span(headers.get(tracing.HEADER, ""))
+            return
+        with otel.delivery_span(headers[tracing.HEADER], webhook_id) as span:
+            headers[tracing.HEADER] = span.traceparent
+            yield span
 
     # -- operator requests ---------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 
-from nimbus import logs
+from nimbus import logs, otel
 from nimbus.grpcserver import start_grpc_server
 from nimbus.metrics import MetricsServer
 from nimbus.natsconn import connect
@@ -32,6 +32,8 @@ async def serve(config: NotifierConfig) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
+    # Spans of delivery attempts, only when an OTLP endpoint is configured.
+    otel.configure("nimbus-notifier")
     nc = await connect(config.nats_options(f"nimbus-notifier {config.instance}"))
     js = nc.jetstream()
     webhooks = await WebhookStore.open(js, config.kv_replicas)
@@ -77,6 +79,7 @@ async def serve(config: NotifierConfig) -> None:
         await sender.close()
         with contextlib.suppress(Exception):
             await nc.drain()
+        await asyncio.to_thread(otel.shutdown)
 
 
 async def _consume(opening: asyncio.Task[None], dispatcher: Dispatcher) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from nimbus import otel
 from registry.api.middleware import handle
 from registry.api.routes import add_routes
 from registry.api.state import METRICS, PROXY, SERVICES
@@ -138,12 +140,15 @@ def create_app(
         app.middlewares.append(refuse_cache_writes)
 
     async def open_driver(app: web.Application) -> None:
+        # Spans of pushes, only when an OTLP endpoint is configured.
+        otel.configure("nimbus-registry")
         await driver.open()
         await proxy.start()
 
     async def close_driver(app: web.Application) -> None:
         await proxy.close()
         await driver.close()
+        await asyncio.to_thread(otel.shutdown)
 
     app.on_startup.append(open_driver)
     app.on_cleanup.append(close_driver)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from registry.api.request import context, namespace, read_limited, repository_name
+from nimbus import otel, tracing
+from registry.api.request import TRACE_KEY, context, namespace, read_limited, repository_name
 from registry.api.state import proxy, services
 from registry.services.manifests import MAX_MANIFEST_BYTES, Manifest
 
@@ -60,6 +61,14 @@ async def head_manifest(request: web.Request) -> web.Response:
 
 async def put_manifest(request: web.Request) -> web.Response:
     name = repository_name(request)
+    # The push's span (an OTel server span when configured): its context is the traceparent
+    # the event carries, so deliveries and copies are its children.
+    with otel.push_span(request.headers.get(tracing.HEADER), name) as span:
+        request[TRACE_KEY] = span.traceparent
+        return await _put_manifest(request, name)
+
+
+async def _put_manifest(request: web.Request, name: str) -> web.Response:
     data = await read_limited(request, MAX_MANIFEST_BYTES)
     result = await services(request).manifests.put(
         name,

@@ -19,6 +19,7 @@ import logging
 import math
 import time
 
+from nimbus import otel
 from nimbus.config import ConfigError
 from nimbus.events import UndecodableEvent, decode
 from proto.nimbus.v1 import events_pb2
@@ -113,6 +114,10 @@ class DurableSink:
         await asyncio.shield(self._emit(to_proto(event, self.source)))
 
     async def _emit(self, message: events_pb2.Event) -> None:
+        with otel.publish_span(message.traceparent):
+            await self._publish_or_outbox(message)
+
+    async def _publish_or_outbox(self, message: events_pb2.Event) -> None:
         if self.outbox.depth == 0 and self.publisher.ready:
             started = time.perf_counter()
             try:

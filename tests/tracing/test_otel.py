@@ -11,11 +11,7 @@ import asyncio
 import os
 import sys
 
-from aiohttp import web
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
+from tests.tracing.collector import Collector
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
@@ -43,26 +39,6 @@ print(any(name.startswith("opentelemetry") for name in sys.modules))
 """
 
 
-async def _collector() -> tuple[web.AppRunner, int, list[ExportTraceServiceRequest]]:
-    received: list[ExportTraceServiceRequest] = []
-
-    async def traces(request: web.Request) -> web.Response:
-        message = ExportTraceServiceRequest()
-        message.ParseFromString(await request.read())
-        received.append(message)
-        body = ExportTraceServiceResponse().SerializeToString()
-        return web.Response(body=body, content_type="application/x-protobuf")
-
-    app = web.Application()
-    app.router.add_post("/v1/traces", traces)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, port, received
-
-
 async def _run(script: str, env: dict[str, str]) -> list[str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-c", script, env=env, stdout=asyncio.subprocess.PIPE
@@ -73,20 +49,14 @@ async def _run(script: str, env: dict[str, str]) -> list[str]:
 
 
 async def test_push_publish_and_copy_spans_are_one_trace() -> None:
-    runner, port, received = await _collector()
+    collector = await Collector().start()
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{port}"
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = collector.endpoint
         (carried,) = await _run(SCRIPT, env)
     finally:
-        await runner.cleanup()
-    spans = {
-        s.name: s
-        for request in received
-        for resource in request.resource_spans
-        for scope in resource.scope_spans
-        for s in scope.spans
-    }
+        await collector.stop()
+    spans = {r.span.name: r.span for r in collector.spans()}
     assert set(spans) == {"registry.push", "registry.publish", "replicator.copy"}
     push, publish, copy = (
         spans["registry.push"],
