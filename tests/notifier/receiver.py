@@ -5,6 +5,8 @@ Its answers are scripted: a queue of statuses to give first (then `default_statu
 `release()` (`arrived` lists them as they come, answered or not). It can be started late,
 stopped and started again on the same port, to play a receiver that is down. Given a server
 TLS context it listens on https (one asking for client certificates makes it an mTLS receiver).
+`answer_delay` makes every answer take that long; `most_at_once` says, per `webhook-id`, how
+many requests of it were in the receiver at the same time at most.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import asyncio
 import json
 import ssl
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +60,9 @@ class Receiver:
         self.default_status = 200
         self.extra_headers: dict[str, str] = {}
         self.hang = False
+        self.answer_delay = 0.0
+        self.most_at_once: Counter[str] = Counter()
+        self._at_once: Counter[str] = Counter()
         self._runner: web.AppRunner | None = None
         self._changed = asyncio.Condition()
         self._open = asyncio.Event()
@@ -74,6 +79,15 @@ class Receiver:
         return [r for r in self.requests if 200 <= r.status < 300]
 
     async def _handle(self, request: web.Request) -> web.Response:
+        ident = request.headers.get("webhook-id", "")
+        self._at_once[ident] += 1
+        self.most_at_once[ident] = max(self.most_at_once[ident], self._at_once[ident])
+        try:
+            return await self._answer(request)
+        finally:
+            self._at_once[ident] -= 1
+
+    async def _answer(self, request: web.Request) -> web.Response:
         body = await request.read()
         self.arrived.append(Received(dict(request.headers), body, 0, time.monotonic()))
         async with self._changed:
@@ -81,6 +95,8 @@ class Receiver:
         await self._open.wait()
         if self.hang:
             await asyncio.sleep(3600)
+        if self.answer_delay:
+            await asyncio.sleep(self.answer_delay)
         status = self.script.popleft() if self.script else self.default_status
         self.requests.append(
             Received(dict(request.headers), body, status, time.monotonic(), _client_name(request))
