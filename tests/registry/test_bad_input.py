@@ -516,7 +516,14 @@ async def test_invalid_mount_source(client: OCIClient, repo: str, unchanged: Non
 
 @pytest.mark.parametrize(
     "upload_id",
-    [uuid.uuid4().hex, str(uuid.uuid4()), "nope", "0" * 32, "%2E%2E", "A" * 32],
+    [
+        "4d2a4b3818454929a11753c893ddba37",
+        "15f28cb1-74c8-4358-a958-33dda0f0f358",
+        "nope",
+        "0" * 32,
+        "%2E%2E",
+        "A" * 32,
+    ],
 )
 async def test_unknown_upload_ids(
     client: OCIClient, repo: str, upload_id: str, unchanged: None
