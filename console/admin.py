@@ -21,6 +21,8 @@ from proto.nimbus.v1 import replication_pb2 as plb
 from proto.nimbus.v1 import webhooks_pb2 as wpb
 
 ACTIONS = ("push", "pull", "delete", "mount")
+# How many already-published events the events page shows before its live feed.
+RECENT_EVENTS = 100
 BODY_FORMATS = {
     "distribution-v1": wpb.BODY_FORMAT_DISTRIBUTION_V1,
     "distribution-v2": wpb.BODY_FORMAT_DISTRIBUTION_V2,
@@ -263,6 +265,15 @@ class Operations:
 
     async def redeliver(self, delivery_id: str) -> Any:
         return await self.grpc.unary(NOTIFIER, "Redeliver", wpb.RedeliverRequest(id=delivery_id))
+
+    async def recent_events(
+        self, actions: list[str], repositories: list[str], limit: int = RECENT_EVENTS
+    ) -> list[Any]:
+        """The latest matching events already published, newest first."""
+        request = wpb.ListEventsRequest(
+            filter=wpb.EventFilter(actions=actions, repositories=repositories), limit=limit
+        )
+        return list((await self.grpc.unary(NOTIFIER, "ListEvents", request)).events)
 
     def watch(self, actions: list[str], repositories: list[str]) -> AsyncIterator[Any]:
         request = wpb.WatchEventsRequest(

@@ -12,6 +12,7 @@ from nimbus.grpcerrors import Context, error_mapper
 from notifier.deliveries import DeliveryStore
 from notifier.dispatcher import Dispatcher
 from notifier.errors import InvalidArgument, NotFound, NotifierError
+from notifier.history import recent_events
 from notifier.watch import EventWatch
 from notifier.webhooks import WebhookService
 from proto.nimbus.v1 import events_pb2, webhooks_pb2, webhooks_pb2_grpc
@@ -108,6 +109,13 @@ class WebhooksServicer(webhooks_pb2_grpc.WebhooksServicer):  # type: ignore[misc
         self, request: webhooks_pb2.RedeliverRequest, context: Context
     ) -> webhooks_pb2.Delivery:
         return await self._dispatcher.redeliver(request.id)
+
+    @_mapped
+    async def ListEvents(
+        self, request: webhooks_pb2.ListEventsRequest, context: Context
+    ) -> webhooks_pb2.ListEventsResponse:
+        events = await recent_events(self._js, request.filter, request.limit)
+        return webhooks_pb2.ListEventsResponse(events=events)
 
     async def WatchEvents(
         self, request: webhooks_pb2.WatchEventsRequest, context: Context

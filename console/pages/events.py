@@ -27,8 +27,22 @@ def _filters(request: web.Request) -> tuple[list[str], list[str]]:
 async def events_page(request: web.Request) -> web.Response:
     require_admin(request)
     actions, repos = _filters(request)
+    # The latest events are in the HTML (readable without JavaScript); the feed adds to them.
+    unavailable = ""
+    try:
+        recent = await request.app[OPERATIONS].recent_events(actions, repos)
+    except grpc.aio.AioRpcError as error:
+        if error.code() is grpc.StatusCode.INVALID_ARGUMENT:
+            raise
+        recent, unavailable = [], error.code().name
     return render(
-        request, "events.html", actions=ACTIONS, chosen=actions, repository=",".join(repos)
+        request,
+        "events.html",
+        actions=ACTIONS,
+        chosen=actions,
+        repository=",".join(repos),
+        recent=recent,
+        unavailable=unavailable,
     )
 
 

@@ -21,8 +21,12 @@ function startFeed(table) {
   source.onopen = () => say("Live: new events appear at the top.");
   source.onerror = () => say("Disconnected; reconnecting…");
   source.addEventListener("failure", (event) => say("The notifier stream failed: " + event.data));
+  const seen = new Set(Array.from(body.rows, (row) => row.dataset.id).filter(Boolean));
   source.addEventListener("registry", (event) => {
     const e = JSON.parse(event.data);
+    if (seen.has(e.id)) { return; }
+    seen.add(e.id);
+    for (const row of body.querySelectorAll("tr.empty")) { row.remove(); }
     const target = e.target || {};
     const cells = [
       e.timestamp || "",
@@ -35,6 +39,7 @@ function startFeed(table) {
     ];
     const row = document.createElement("tr");
     row.className = "fresh";
+    row.dataset.id = e.id || "";
     for (const value of cells) {
       const cell = document.createElement("td");
       cell.textContent = value;
@@ -148,6 +153,34 @@ const progressOf = {
       data.uploads_deleted + " uploads";
     text.textContent = data.done
       ? (data.dry_run ? "Dry run done: would free " : "Done: freed ") + data.freed + " (" + totals + ")."
+      : data.message;
+    if (data.done) {
+      panel.dataset.state = "done";
+      for (const b of form.querySelectorAll("[data-after-dry-run]")) { b.hidden = !data.dry_run; }
+    }
+  },
+  "retention-live": (panel, form, name, data) => {
+    const bar = panel.querySelector(".live-bar");
+    const text = panel.querySelector(".live-text");
+    if (name === "failure") { text.textContent = "The retention run failed: " + data; return; }
+    bar.value = data.phase;
+    bar.textContent = data.phase_name;
+    panel.querySelector(".live-count").textContent = data.phase_name;
+    if (data.item) {
+      const row = document.createElement("tr");
+      for (const value of [data.item.kind, data.item.name, data.item.size, data.item.rule]) {
+        const cell = document.createElement("td");
+        cell.textContent = value;
+        row.appendChild(cell);
+      }
+      row.children[2].className = "num";
+      panel.querySelector(".live-errors").appendChild(row);
+    }
+    const totals = data.tags_deleted + " tags, " + data.manifests_deleted + " manifests";
+    text.textContent = data.done
+      ? (data.dry_run ? "Dry run done: would delete " : "Done: deleted ") + totals + " (" +
+        data.freed + " once garbage collection runs)" +
+        (data.skipped ? "; " + data.skipped + " changed meanwhile and were left alone." : ".")
       : data.message;
     if (data.done) {
       panel.dataset.state = "done";

@@ -94,6 +94,15 @@ async def test_webhook_delivery_redeliver_events_gc_health(
                 await OCIClient(http, registry.url).push_image("ops/app", make_image(seed=41), "v1")
             event = await asyncio.wait_for(_next_event(feed), 20)
         assert event["target"]["repository"] == "ops/app" and event["action"] == "push"
+        # Without a script the page already lists the latest events, with the same filters.
+        _, page = await console.get("/events?action=push&repository=ops/*")
+        rows = re.findall(r'<tr data-id="([^"]+)">(.*?)</tr>', page, re.S)
+        # The push's blobs, then its manifest (newest first); the feed's first is among them.
+        assert event["id"] in [ident for ident, _ in rows] and len(rows) >= 2
+        assert re.search(r"<td>push</td><td>ops/app</td><td>v1</td>", rows[0][1])
+        assert all("<td>ops/app</td>" in row for _, row in rows)
+        _, page = await console.get("/events?action=delete")
+        assert 'data-id="' not in page and "No events yet." in page
 
         page = await _until(console, hook, r'class="status succeeded">succeeded<')
         assert "push ops/app:v1" in page

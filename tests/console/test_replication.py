@@ -308,7 +308,7 @@ async def test_every_page_reads_without_javascript(sites: Sites) -> None:
         "/repositories": ["shop/readable", "1 repositor"],
         "/repository?name=shop/readable": ["v1", digest[:19], "linux/amd64"],
         "/manifest?repository=shop/readable&reference=v1": [digest, "Layers", "Replicated"],
-        "/events": ["Events", "The live feed needs JavaScript"],
+        "/events": ["Events", "push shop/readable v1", "the live feed needs JavaScript"],
         "/webhooks": ["http://127.0.0.1:9/hook"],
         hook.group(1): ["http://127.0.0.1:9/hook", "Deliveries"],
         hook.group(1) + "/edit": ["Save"],

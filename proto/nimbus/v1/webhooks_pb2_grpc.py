@@ -85,6 +85,11 @@ class WebhooksStub:
                 request_serializer=proto_dot_nimbus_dot_v1_dot_webhooks__pb2.WatchEventsRequest.SerializeToString,
                 response_deserializer=proto_dot_nimbus_dot_v1_dot_events__pb2.Event.FromString,
                 _registered_method=True)
+        self.ListEvents = channel.unary_unary(
+                '/nimbus.v1.Webhooks/ListEvents',
+                request_serializer=proto_dot_nimbus_dot_v1_dot_webhooks__pb2.ListEventsRequest.SerializeToString,
+                response_deserializer=proto_dot_nimbus_dot_v1_dot_webhooks__pb2.ListEventsResponse.FromString,
+                _registered_method=True)
 
 
 class WebhooksServicer:
@@ -155,6 +160,14 @@ class WebhooksServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListEvents(self, request, context):
+        """The latest events already in the stream that match the filter, newest first: what a
+        live feed shows before it starts (only the stream's last 10,000 events are looked at).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WebhooksServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -207,6 +220,11 @@ def add_WebhooksServicer_to_server(servicer, server):
                     servicer.WatchEvents,
                     request_deserializer=proto_dot_nimbus_dot_v1_dot_webhooks__pb2.WatchEventsRequest.FromString,
                     response_serializer=proto_dot_nimbus_dot_v1_dot_events__pb2.Event.SerializeToString,
+            ),
+            'ListEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvents,
+                    request_deserializer=proto_dot_nimbus_dot_v1_dot_webhooks__pb2.ListEventsRequest.FromString,
+                    response_serializer=proto_dot_nimbus_dot_v1_dot_webhooks__pb2.ListEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -479,6 +497,33 @@ class Webhooks:
             '/nimbus.v1.Webhooks/WatchEvents',
             proto_dot_nimbus_dot_v1_dot_webhooks__pb2.WatchEventsRequest.SerializeToString,
             proto_dot_nimbus_dot_v1_dot_events__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nimbus.v1.Webhooks/ListEvents',
+            proto_dot_nimbus_dot_v1_dot_webhooks__pb2.ListEventsRequest.SerializeToString,
+            proto_dot_nimbus_dot_v1_dot_webhooks__pb2.ListEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,
