@@ -19,6 +19,7 @@ from console.guards import CONFIG, AdminRequired
 from console.handlers import Handler
 from console.oci import RegistryClients
 from console.pages import auth, events, manifest, operations, repositories, webhooks
+from console.pages import lifecycle as lifecycle_pages
 from console.render import ENV, SETTINGS, render
 from console.security import security_headers
 from console.sessions import CODEC, SessionCodec, current, session_middleware
@@ -110,5 +111,6 @@ def build_app(config: ConsoleConfig) -> web.Application:
     webhooks.routes(r)
     events.routes(r)
     operations.routes(r)
+    lifecycle_pages.routes(r)  # aliased: build_app's cleanup context is named lifecycle
     r.add_static("/static/", STATIC, append_version=True)
     return app
