@@ -43,8 +43,11 @@ test-deps: install
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
+# The suite runs in TEST_JOBS processes (pytest-xdist; every test has its own ports and
+# directories); TEST_JOBS=0 runs it in this one.
+TEST_JOBS ?= 2
 test: test-deps
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist worksteal $(PYTEST_ARGS)
 
 # wrk: the HTTP load generator of the benchmarks.
 bench-deps: test-deps
