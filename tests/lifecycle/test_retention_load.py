@@ -1,4 +1,4 @@
-"""Retention while 8 clients push and pull: runs go on during the load, then a garbage
+"""Retention while 16 clients push and pull: runs go on during the load, then a garbage
 collection with no grace period; no tag pushed outside the rule's scope is lost or moved,
 every tag left points where it was last pushed, and every manifest left keeps every blob."""
 
@@ -15,7 +15,7 @@ from tests.fixtures.images import Image, make_image
 from tests.lifecycle.conftest import LifecycleRegistry, admin, oci
 from tests.registry.oci_client import OCIClient
 
-CLIENTS = 8
+CLIENTS = 16
 ROUNDS = 10
 CHURN = "load/churn"
 
