@@ -3,6 +3,7 @@ the replica count the service is configured with (a NATS cluster keeps that many
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from nats.js import JetStreamContext
@@ -15,6 +16,8 @@ log = logging.getLogger("nimbus.nats")
 
 # JetStream keeps at most five copies of a stream.
 MAX_REPLICAS = 5
+_FETCH_BATCH = 256
+_FETCH_TIMEOUT = 5.0
 
 
 async def open_bucket(
@@ -46,39 +49,39 @@ async def open_bucket(
 async def current_entries(kv: KeyValue, pattern: str = ">") -> list[KeyValue.Entry]:
     """The current value of every key matching `pattern`, deleted ones left out.
 
-    A pull consumer, not a watch: its pending count is exact before any message moves, while
-    a watch can report "caught up" before entries already on their way have arrived.
+    A pull consumer read until the server says nothing is pending after the message it hands
+    over: every key's newest message up to that moment has then been seen. Not a watch, nor a
+    count taken at the start: a watch can report "caught up" before entries on their way have
+    arrived, and a count goes wrong when keys are written during the read (a key's old message
+    is dropped and its new one appended behind the others).
     """
     js: JetStreamContext = kv._js
     prefix: str = kv._pre
     config = ConsumerConfig(
         deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-        ack_policy=AckPolicy.EXPLICIT,
-        ack_wait=300,
+        ack_policy=AckPolicy.NONE,
         inactive_threshold=60,
         mem_storage=True,
     )
     sub = await js.pull_subscribe(f"{prefix}{pattern}", stream=kv._stream, config=config)
-    found: list[KeyValue.Entry] = []
+    found: dict[str, KeyValue.Entry] = {}
     try:
-        remaining = (await sub.consumer_info()).num_pending or 0
-        while remaining > 0:
-            for msg in await sub.fetch(min(remaining, 256), timeout=10):
-                remaining -= 1
+        pending = (await sub.consumer_info()).num_pending or 0
+        while pending > 0:
+            try:
+                batch = await sub.fetch(min(pending, _FETCH_BATCH), timeout=_FETCH_TIMEOUT)
+            except TimeoutError:
+                break  # nothing more came: the rest was removed meanwhile
+            for msg in batch:
+                key = msg.subject.removeprefix(prefix)
                 operation = (msg.headers or {}).get(KV_OP)
+                pending = msg.metadata.num_pending
                 if operation in (KV_DEL, KV_PURGE) or not msg.data:
+                    found.pop(key, None)
                     continue
-                found.append(
-                    KeyValue.Entry(
-                        kv._name,
-                        msg.subject.removeprefix(prefix),
-                        msg.data,
-                        msg.metadata.sequence.stream,
-                        None,
-                        None,
-                        operation,
-                    )
-                )
+                seq = msg.metadata.sequence.stream
+                found[key] = KeyValue.Entry(kv._name, key, msg.data, seq, None, None, operation)
     finally:
-        await sub.unsubscribe()
-    return found
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+    return sorted(found.values(), key=lambda entry: entry.revision or 0)

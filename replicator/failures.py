@@ -9,11 +9,11 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 
 from nats.js.client import JetStreamContext
-from nats.js.errors import KeyNotFoundError, NoKeysError
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from nimbus import streams
-from nimbus.kvbucket import open_bucket
+from nimbus.kvbucket import current_entries, open_bucket
 
 
 class FailureKind(StrEnum):
@@ -65,10 +65,7 @@ class FailureStore:
     async def open(cls, js: JetStreamContext, site: str, replicas: int = 1) -> FailureStore:
         bucket = streams.site_bucket(streams.REPLICATION_FAILURES_BUCKET, site)
         store = cls(await open_bucket(js, bucket, replicas=replicas))
-        try:
-            store._known.update(await store.kv.keys())
-        except NoKeysError:
-            pass
+        store._known.update(entry.key for entry in await current_entries(store.kv))
         return store
 
     async def record(self, failure: Failure) -> Failure:
@@ -105,18 +102,9 @@ class FailureStore:
         return Failure(**json.loads(entry.value)) if entry.value else None
 
     async def list(self, peer: str = "") -> list[Failure]:
-        try:
-            keys = await self.kv.keys()
-        except NoKeysError:
-            return []
-        found = []
-        for key in keys:
-            peer_name, _, id_ = key.partition(".")
-            if peer and peer_name != peer:
-                continue
-            failure = await self.get(peer_name, id_)
-            if failure is not None:
-                found.append(failure)
+        # Not `kv.keys()`: its watch can report the end before every key has arrived.
+        entries = await current_entries(self.kv, f"{peer}.>" if peer else ">")
+        found = [Failure(**json.loads(e.value)) for e in entries if e.value]
         return sorted(found, key=lambda f: f.last_failed)
 
     async def drop_peer(self, peer: str) -> None:

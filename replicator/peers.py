@@ -12,12 +12,11 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import (
     KeyNotFoundError,
     KeyWrongLastSequenceError,
-    NoKeysError,
 )
 from nats.js.kv import KeyValue
 
 from nimbus import streams
-from nimbus.kvbucket import open_bucket
+from nimbus.kvbucket import current_entries, open_bucket
 from nimbus.oci.client import RegistryClient
 from nimbus.oci.transport import Credentials
 from nimbus.tls.client import client_context, client_pair_problems
@@ -159,17 +158,9 @@ class PeerStore:
         return Peer.from_json(entry.value)
 
     async def list(self) -> list[Peer]:
-        try:
-            names = await self.kv.keys()
-        except NoKeysError:
-            return []
-        peers = []
-        for name in sorted(names):
-            try:
-                peers.append(await self.get(name))
-            except PeerNotFoundError:
-                continue  # deleted meanwhile
-        return peers
+        # Not `kv.keys()`: its watch can report the end before every key has arrived.
+        entries = await current_entries(self.kv)
+        return sorted((Peer.from_json(e.value) for e in entries if e.value), key=_name)
 
     async def create(self, peer: Peer) -> Peer:
         peer.validate()
@@ -187,3 +178,7 @@ class PeerStore:
     async def delete(self, name: str) -> None:
         await self.get(name)
         await self.kv.delete(name)
+
+
+def _name(peer: Peer) -> str:
+    return peer.name

@@ -160,6 +160,11 @@ class ReplicationService:
         """Start, restart or stop workers to match the peers bucket."""
         async with self._refresh_lock:
             wanted = {peer.name: peer for peer in await self.peers.list()}
+            for name in set(self._workers) - set(wanted):
+                # A listing can miss a key (the bucket's watch under load): a worker stops only
+                # once its peer is read to be gone.
+                with contextlib.suppress(PeerNotFoundError):
+                    wanted[name] = await self.peers.get(name)
             for name in list(self._workers):
                 if name not in wanted or self._workers[name][0] != wanted[name].to_json():
                     await self._stop_worker(name)
@@ -193,8 +198,10 @@ class ReplicationService:
         await asyncio.gather(*loops, return_exceptions=True)
         await worker.stop()
 
-    def worker(self, name: str) -> PeerWorker:
-        entry = self._workers.get(name)
+    async def worker(self, name: str) -> PeerWorker:
+        # After any refresh in progress: a worker being restarted is never "not found".
+        async with self._refresh_lock:
+            entry = self._workers.get(name)
         if entry is None:
             raise PeerNotFoundError(name)
         return entry[1]
@@ -300,9 +307,9 @@ class ReplicationService:
         async def one(peer: Peer) -> Presence:
             selected = first_match(peer.rules, repository, tag, RuleAction.PUSH) is not None
             try:
+                worker = await self.worker(peer.name)
                 head = await asyncio.wait_for(
-                    self.worker(peer.name).client.head_manifest(repository, reference),
-                    LOCATE_TIMEOUT,
+                    worker.client.head_manifest(repository, reference), LOCATE_TIMEOUT
                 )
             except (PeerNotFoundError, TimeoutError) as error:
                 reason = "no answer in time" if isinstance(error, TimeoutError) else "not started"
@@ -320,7 +327,7 @@ class ReplicationService:
         """Apply failed changes again now (a few tries each); successes clear their record."""
         await self._peer(peer)
         await self.refresh()
-        worker = self.worker(peer)
+        worker = await self.worker(peer)
         if failure_id:
             one = await self.failures.get(peer, failure_id)
             if one is None:
@@ -344,9 +351,8 @@ class ReplicationService:
     async def sync(self, peer: str, repository: str = "") -> AsyncIterator[SyncProgress]:
         await self._peer(peer)
         await self.refresh()
-        async for progress in sync(
-            self.worker(peer), repository, self.config.worker.sync_concurrency
-        ):
+        worker = await self.worker(peer)
+        async for progress in sync(worker, repository, self.config.worker.sync_concurrency):
             yield progress
 
 

@@ -9,11 +9,10 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from nats.js.client import JetStreamContext
-from nats.js.errors import KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 
 from nimbus import streams
-from nimbus.kvbucket import open_bucket
+from nimbus.kvbucket import current_entries, open_bucket
 
 log = logging.getLogger("nimbus.replicator.status")
 
@@ -165,19 +164,9 @@ class StatusBoard:
     async def totals(self, peer: str) -> PeerCounters:
         """Every replica's counters for ``peer`` added up (this one's taken live)."""
         total = PeerCounters()
-        try:
-            keys = await self.kv.keys()
-        except NoKeysError:
-            keys = []
-        for key in keys:
-            name, _, replica = key.partition(".")
-            if name != peer or replica == self.replica:
-                continue
-            try:
-                entry = await self.kv.get(key)
-            except KeyNotFoundError:
-                continue
-            if entry.value:
+        # Not `kv.keys()`: its watch can report the end before every key has arrived.
+        for entry in await current_entries(self.kv, f"{peer}.>"):
+            if entry.key.partition(".")[2] != self.replica and entry.value:
                 total.merge(PeerCounters.from_json(entry.value))
         total.merge(self.counters(peer))
         return total
@@ -185,13 +174,8 @@ class StatusBoard:
     async def drop_peer(self, peer: str) -> None:
         self._counters.pop(peer, None)
         self._dirty.discard(peer)
-        try:
-            keys = await self.kv.keys()
-        except NoKeysError:
-            return
-        for key in keys:
-            if key.partition(".")[0] == peer:
-                await self.kv.delete(key)
+        for entry in await current_entries(self.kv, f"{peer}.>"):
+            await self.kv.delete(entry.key)
 
 
 def _lag(minute: Minute, lag: float | None) -> None:
