@@ -365,7 +365,8 @@ class LifecycleConfig:
     scrub_rate: int = 50_000_000
 
     def validate(self) -> None:
-        from registry.lifecycle.rules import Policies, PolicyError
+        from registry.lifecycle.rules import Policies
+        from registry.lifecycle.values import PolicyError
 
         try:
             Policies.parse(self.policies or None)

@@ -18,7 +18,7 @@ from nimbus.ctl.command import Commands, Ctl, CtlError, add_command, add_noun
 from nimbus.ctl.output import Column, human_size
 from proto.nimbus.v1 import registry_pb2 as pb
 from proto.nimbus.v1 import registry_pb2_grpc as pb_grpc
-from registry.lifecycle.rules import PolicyError, parse_bytes, parse_duration
+from registry.lifecycle.values import PolicyError, parse_bytes, parse_duration
 
 SERVICE = "registry"
 

@@ -19,8 +19,8 @@ from registry.errors import ErrorCode, OCIError
 from registry.lifecycle import Lifecycle
 from registry.lifecycle.lease import LeaseHeld
 from registry.lifecycle.retention import UnknownRule
-from registry.lifecycle.rules import PolicyError
 from registry.lifecycle.store import PolicyConflict
+from registry.lifecycle.values import PolicyError
 from registry.reference import Digest, validate_name, validate_tag
 from registry.services.gc import CollectionAborted, CollectionRunning, GarbageCollector
 from registry.services.inventory import InventoryService, RepositoryQuery

@@ -161,14 +161,20 @@ class ScrubService:
         hasher = hashlib.new(digest.algorithm)
         path = paths.blob_data(digest)
         offset = 0
+        # A large chunk is hashed in a thread while the next one is read (hashlib lets go of
+        # the GIL): reading and hashing overlap instead of taking turns.
+        hashing: asyncio.Future[None] | None = None
         try:
             while offset < size:
                 piece = min(limiter.piece, size - offset)
                 await limiter.spend(piece)
                 got = 0
                 async for chunk in self.driver.read(path, offset, piece):
+                    if hashing is not None:
+                        await hashing
+                        hashing = None
                     if len(chunk) >= _OFFLOAD:
-                        await asyncio.to_thread(hasher.update, chunk)
+                        hashing = asyncio.ensure_future(asyncio.to_thread(hasher.update, chunk))
                     else:
                         hasher.update(chunk)
                     got += len(chunk)
@@ -177,6 +183,9 @@ class ScrubService:
                 offset += got
         except PathNotFoundError:
             return None
+        finally:
+            if hashing is not None:
+                await hashing
         return f"{digest.algorithm}:{hasher.hexdigest()}"
 
     async def _quarantine(self, digest: Digest, hashed: FileInfo) -> bool:

@@ -16,7 +16,8 @@ import logging
 import time
 from dataclasses import dataclass
 
-from registry.lifecycle.rules import Policies, PolicyError
+from registry.lifecycle.rules import Policies
+from registry.lifecycle.values import PolicyError
 from registry.storage import paths
 from registry.storage.driver import PathNotFoundError, StorageDriver
 

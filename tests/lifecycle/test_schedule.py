@@ -14,8 +14,9 @@ import pytest
 
 from proto.nimbus.v1 import registry_pb2 as pb
 from registry.config import ConfigError, LifecycleConfig
-from registry.lifecycle.rules import Policies, PolicyError
+from registry.lifecycle.rules import Policies
 from registry.lifecycle.schedule import Schedule, due, next_run, parse_schedule, run_on_schedule
+from registry.lifecycle.values import PolicyError
 from tests.lifecycle.conftest import TOKEN, LifecycleRegistry, admin
 from tests.registry_admin.conftest import run_ctl
 
