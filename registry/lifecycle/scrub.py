@@ -39,8 +39,6 @@ __all__ = ["LeaseHeld", "ScrubService", "quarantine_path"]
 QUARANTINE = f"{paths.LIFECYCLE}/quarantine"
 # A progress message every this many blobs, so a long run shows it goes on.
 _PROGRESS_EVERY = 500
-# Hashing pieces at least this large go to a worker thread, off the event loop.
-_OFFLOAD = 256 * 1024
 
 
 def quarantine_path(digest: Digest) -> str:
@@ -161,31 +159,16 @@ class ScrubService:
         hasher = hashlib.new(digest.algorithm)
         path = paths.blob_data(digest)
         offset = 0
-        # A large chunk is hashed in a thread while the next one is read (hashlib lets go of
-        # the GIL): reading and hashing overlap instead of taking turns.
-        hashing: asyncio.Future[None] | None = None
         try:
             while offset < size:
                 piece = min(limiter.piece, size - offset)
                 await limiter.spend(piece)
-                got = 0
-                async for chunk in self.driver.read(path, offset, piece):
-                    if hashing is not None:
-                        await hashing
-                        hashing = None
-                    if len(chunk) >= _OFFLOAD:
-                        hashing = asyncio.ensure_future(asyncio.to_thread(hasher.update, chunk))
-                    else:
-                        hasher.update(chunk)
-                    got += len(chunk)
+                got = await self.driver.update_hash(path, hasher, offset, piece)
                 if got == 0:
                     break  # shorter than it said: the hash tells
                 offset += got
         except PathNotFoundError:
             return None
-        finally:
-            if hashing is not None:
-                await hashing
         return f"{digest.algorithm}:{hasher.hexdigest()}"
 
     async def _quarantine(self, digest: Digest, hashed: FileInfo) -> bool:

@@ -8,8 +8,19 @@ driver implements it today; an object-store driver can implement it without touc
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Protocol
+
+# Chunks at least this large are hashed in a thread, off the event loop.
+_HASH_OFFLOAD = 256 * 1024
+
+
+class Hasher(Protocol):
+    """What `update_hash` feeds: a hashlib object, or anything with the same `update`."""
+
+    def update(self, data: bytes, /) -> None: ...
 
 
 class PathNotFoundError(Exception):
@@ -94,6 +105,20 @@ class StorageDriver(abc.ABC):
     @abc.abstractmethod
     async def list(self, path: str) -> list[str]:
         """Names of the direct children of a directory; [] when it does not exist."""
+
+    async def update_hash(
+        self, path: str, hasher: Hasher, offset: int = 0, length: int | None = None
+    ) -> int:
+        """Feed ``length`` bytes (or to the end) from ``offset`` into ``hasher``; how many
+        there were. Raises PathNotFoundError. A driver may do it in fewer steps than `read`."""
+        count = 0
+        async for chunk in self.read(path, offset, length):
+            if len(chunk) >= _HASH_OFFLOAD:
+                await asyncio.to_thread(hasher.update, chunk)
+            else:
+                hasher.update(chunk)
+            count += len(chunk)
+        return count
 
     def local_path(self, path: str) -> str | None:
         """A local file path for zero-copy serving, when the driver has one."""

@@ -13,7 +13,13 @@ from pathlib import Path
 from stat import S_ISDIR
 from typing import Any, TypeVar
 
-from registry.storage.driver import FileInfo, FileWriter, PathNotFoundError, StorageDriver
+from registry.storage.driver import (
+    FileInfo,
+    FileWriter,
+    Hasher,
+    PathNotFoundError,
+    StorageDriver,
+)
 
 T = TypeVar("T")
 READ_CHUNK = 1 << 20
@@ -109,6 +115,33 @@ class FilesystemDriver(StorageDriver):
                 yield chunk
         finally:
             await self._run(f.close)
+
+    async def update_hash(
+        self, path: str, hasher: Hasher, offset: int = 0, length: int | None = None
+    ) -> int:
+        full = self._full(path)
+
+        # One thread call for the whole range: reading and hashing (hashlib lets go of the
+        # GIL) without a hop to the event loop between chunks.
+        def _feed() -> int:
+            try:
+                f = open(full, "rb")
+            except (FileNotFoundError, NotADirectoryError):
+                raise PathNotFoundError(path) from None
+            count = 0
+            with f:
+                f.seek(offset)
+                while length is None or count < length:
+                    want = READ_CHUNK if length is None else min(READ_CHUNK, length - count)
+                    chunk = f.read(want)
+                    if not chunk:
+                        break
+                    hasher.update(chunk)
+                    count += len(chunk)
+            return count
+
+        result: int = await self._run(_feed)
+        return result
 
     async def writer(self, path: str, append: bool = False) -> FileWriter:
         full = self._full(path)

@@ -8,6 +8,7 @@ chunk, commit, move, subtree deletion and listing.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 
 import pytest
@@ -97,6 +98,34 @@ async def test_ranged_reads(driver: StorageDriver) -> None:
         await read_all(driver, "blobs/none/data")
     with pytest.raises(PathNotFoundError):
         await read_all(driver, "blobs/none/data", 0, 0)
+
+
+async def test_update_hash_feeds_the_range_it_reads(driver: StorageDriver) -> None:
+    data = payload(3 * MiB + 123)
+    await driver.put_content("blobs/one/data", data)
+
+    async def hashed(offset: int = 0, length: int | None = None) -> tuple[int, str]:
+        hasher = hashlib.sha256()
+        count = await driver.update_hash("blobs/one/data", hasher, offset, length)
+        return count, hasher.hexdigest()
+
+    def expected(part: bytes) -> tuple[int, str]:
+        return len(part), hashlib.sha256(part).hexdigest()
+
+    assert await hashed() == expected(data)
+    assert await hashed(10) == expected(data[10:])
+    assert await hashed(5, 17) == expected(data[5:22])
+    assert await hashed(MiB - 3, 2 * MiB) == expected(data[MiB - 3 : 3 * MiB - 3])
+    assert await hashed(len(data) - 5, MiB) == expected(data[-5:])
+    assert await hashed(len(data)) == expected(b"")
+    # Pieces fed one after another hash as the whole.
+    hasher = hashlib.sha256()
+    offset = 0
+    while offset < len(data):
+        offset += await driver.update_hash("blobs/one/data", hasher, offset, MiB)
+    assert hasher.hexdigest() == hashlib.sha256(data).hexdigest()
+    with pytest.raises(PathNotFoundError):
+        await driver.update_hash("blobs/none/data", hashlib.sha256())
 
 
 async def test_writer_continues_across_writer_instances_and_processes(
