@@ -3,13 +3,14 @@ the replica count the service is configured with (a NATS cluster keeps that many
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, KeyValueConfig
 from nats.js.client import KV_STREAM_TEMPLATE
-from nats.js.errors import NotFoundError
+from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
 log = logging.getLogger("nimbus.nats")
@@ -18,6 +19,8 @@ log = logging.getLogger("nimbus.nats")
 MAX_REPLICAS = 5
 _FETCH_BATCH = 256
 _FETCH_TIMEOUT = 5.0
+# Keys read one by one at once, when a consumer read missed some.
+_PARALLEL_READS = 32
 
 
 async def open_bucket(
@@ -49,12 +52,33 @@ async def open_bucket(
 async def current_entries(kv: KeyValue, pattern: str = ">") -> list[KeyValue.Entry]:
     """The current value of every key matching `pattern`, deleted ones left out.
 
-    A pull consumer read until the server says nothing is pending after the message it hands
-    over: every key's newest message up to that moment has then been seen. Not a watch, nor a
-    count taken at the start: a watch can report "caught up" before entries on their way have
-    arrived, and a count goes wrong when keys are written during the read (a key's old message
-    is dropped and its new one appended behind the others).
+    Read by a pull consumer until the server reports nothing pending after a message, then
+    checked against the stream's own index of subjects, taken first: a key the read missed
+    (the server's pending count can be off while keys are written, nats-server#4824) is read
+    by itself. A watch is not used: it can report the end early (nats.py#842).
     """
+    js: JetStreamContext = kv._js
+    prefix: str = kv._pre
+    info = await js.stream_info(kv._stream, subjects_filter=f"{prefix}{pattern}")
+    indexed = {subject.removeprefix(prefix) for subject in info.state.subjects or {}}
+    found, seen = await _read_entries(kv, pattern) if indexed else ({}, set())
+    slots = asyncio.Semaphore(_PARALLEL_READS)
+
+    async def read(key: str) -> None:
+        async with slots:
+            try:
+                entry = await kv.get(key)
+            except KeyNotFoundError:
+                return  # deleted or purged since (its marker is what the index saw)
+        if entry.value:
+            found[key] = entry
+
+    await asyncio.gather(*(read(key) for key in indexed - seen))
+    return sorted(found.values(), key=lambda entry: entry.revision or 0)
+
+
+async def _read_entries(kv: KeyValue, pattern: str) -> tuple[dict[str, KeyValue.Entry], set[str]]:
+    """The live entries read, and every key the read saw (deleted ones too)."""
     js: JetStreamContext = kv._js
     prefix: str = kv._pre
     config = ConsumerConfig(
@@ -65,6 +89,7 @@ async def current_entries(kv: KeyValue, pattern: str = ">") -> list[KeyValue.Ent
     )
     sub = await js.pull_subscribe(f"{prefix}{pattern}", stream=kv._stream, config=config)
     found: dict[str, KeyValue.Entry] = {}
+    seen: set[str] = set()
     try:
         pending = (await sub.consumer_info()).num_pending or 0
         while pending > 0:
@@ -74,6 +99,7 @@ async def current_entries(kv: KeyValue, pattern: str = ">") -> list[KeyValue.Ent
                 break  # nothing more came: the rest was removed meanwhile
             for msg in batch:
                 key = msg.subject.removeprefix(prefix)
+                seen.add(key)
                 operation = (msg.headers or {}).get(KV_OP)
                 pending = msg.metadata.num_pending
                 if operation in (KV_DEL, KV_PURGE) or not msg.data:
@@ -84,4 +110,4 @@ async def current_entries(kv: KeyValue, pattern: str = ">") -> list[KeyValue.Ent
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
-    return sorted(found.values(), key=lambda entry: entry.revision or 0)
+    return found, seen
