@@ -24,6 +24,7 @@ from proto.nimbus.v1 import webhooks_pb2_grpc
 log = logging.getLogger("nimbus.notifier")
 SERVICE_NAME = "nimbus.v1.Webhooks"
 OPEN_WAIT = 5.0
+DRAIN_SECONDS = 5.0
 
 
 async def serve(config: NotifierConfig) -> None:
@@ -77,8 +78,12 @@ async def serve(config: NotifierConfig) -> None:
             await consuming
         await webhooks.close()
         await sender.close()
+        # Bounded: with NATS gone too (a whole stack stopping at once) a drain would wait out
+        # its 30 s for acknowledgements that never come.
         with contextlib.suppress(Exception):
-            await nc.drain()
+            await asyncio.wait_for(nc.drain(), DRAIN_SECONDS)
+        with contextlib.suppress(Exception):
+            await nc.close()
         await asyncio.to_thread(otel.shutdown)
 
 
