@@ -18,13 +18,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench import servers
-from bench.events import make_pushes, percentile, push_all
+from bench.events import make_pushes, push_all
+from bench.pushes import Side
 from bench.registry import machine
 from bench.results import save, settings_of
 
@@ -71,21 +72,6 @@ class Settings:
     layer_kib: int = 16
     keep: bool = False
     results_dir: Path = RESULTS_DIR
-
-
-@dataclass
-class Side:
-    images: int = 0
-    wall: float = 0.0
-    cpu: float = 0.0
-    push_ms: list[float] = field(default_factory=list)
-
-    def summary(self) -> dict[str, float]:
-        return {
-            "images_per_s": self.images / self.wall,
-            "p50_ms": percentile(self.push_ms, 50),
-            "cpu_ms_per_image": self.cpu / self.images * 1000,
-        }
 
 
 def parse_args(argv: list[str]) -> Settings:
